@@ -1,0 +1,78 @@
+"""The one entry point `kairos` (alias `kairos-agent`): verbs only, no logic.
+
+Each module named in VERB_MODULES has `register(subparsers)` that adds its verbs and sets
+`func` on them: a callable taking the parsed args and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from kairos import __version__
+from kairos.errors import EXIT_BAD_INPUT, EXIT_FAILURE, KairosError
+from kairos.ui import setup_logging
+
+VERB_MODULES: tuple[str, ...] = (
+    "kairos.cli.build_cmd",
+    "kairos.cli.disk_cmd",
+    "kairos.cli.vm_cmd",
+    "kairos.cli.state_cmd",
+    "kairos.cli.config_cmd",
+    "kairos.cli.stages_cmd",
+)
+
+log = logging.getLogger("kairos")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own usage errors: one line and exit 2, like our BadInput.
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kairos", description="Build, install and run an immutable edge OS.")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    parser.add_argument("--version", action="version", version=f"kairos {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for name in VERB_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(func(args) or 0)
+    except KairosError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"kairos: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("kairos: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        sys.stderr.write(f"kairos: internal error: {type(exc).__name__}: {exc}\n"
+                         "  hint: run again with --debug for a traceback and report it\n")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
