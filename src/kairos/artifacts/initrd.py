@@ -1,0 +1,149 @@
+"""Our tiny initrd: static busybox, the few kernel modules needed to reach the slot, and an
+`init` that mounts the slot image read-only and switch_roots into the image's early-init."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from kairos.artifacts.cpio import Entry, write_cpio
+from kairos.errors import KairosError
+from kairos.run import which
+
+# Storage and filesystems a slot can sit on, plus what the boot path mounts. Missing ones
+# (built in, or absent from this kernel) are skipped.
+WANTED_MODULES = (
+    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net",
+    "ahci", "sd_mod", "nvme", "mmc_block", "sdhci_pci",
+    "xhci_pci", "ehci_pci", "usb_storage", "uas",
+    "crc32c_generic", "crc32c_intel", "ext4", "loop", "squashfs", "erofs", "overlay",
+)
+APPLETS = (
+    "sh", "mount", "umount", "mkdir", "switch_root", "insmod", "sleep", "cat", "echo",
+    "findfs", "losetup", "reboot", "ls", "grep", "sed", "blkid", "mdev", "poweroff",
+)
+
+
+@dataclass(frozen=True)
+class InitrdInfo:
+    path: Path
+    kernel_version: str
+    modules: tuple[str, ...]
+    size: int
+
+
+def kernel_version(root: Path) -> str:
+    """The newest kernel installed in the tree (by /lib/modules)."""
+    mods = root / "lib/modules"
+    versions = sorted((p.name for p in mods.iterdir() if (p / "modules.dep").exists()),
+                      key=_version_key) if mods.is_dir() else []
+    if not versions:
+        raise KairosError(f"no kernel modules found under {mods}",
+                          "the image needs a kernel package (e.g. linux-image-amd64)")
+    return versions[-1]
+
+
+def _version_key(v: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", v)]
+
+
+def _module_index(moddir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Map module name → relative path, and relative path → its dependency paths."""
+    deps: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+        base = Path(mod).name
+        for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        names[base.replace("-", "_")] = mod
+    return names, deps
+
+
+def resolve_modules(moddir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
+    """Module paths in load order (each after its dependencies), skipping unknown names."""
+    names, deps = _module_index(moddir)
+    order: list[str] = []
+
+    def visit(mod: str) -> None:
+        if mod in order:
+            return
+        for dep in reversed(deps.get(mod, [])):
+            visit(dep)
+        order.append(mod)
+
+    for name in wanted:
+        mod = names.get(name.replace("-", "_"))
+        if mod:
+            visit(mod)
+    return order
+
+
+def _module_bytes(path: Path) -> bytes:
+    # busybox insmod may lack xz/zstd support: ship every module uncompressed.
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".gz"):
+        return gzip.decompress(data)
+    if path.name.endswith(".zst"):
+        raise KairosError(f"zstd-compressed kernel module {path.name} is not supported yet",
+                          "use a kernel whose modules are uncompressed or xz-compressed")
+    return data
+
+
+def _init_script() -> bytes:
+    return resources.files("kairos.artifacts").joinpath("data/initrd-init.sh").read_bytes()
+
+
+def build_initrd(root: Path, out: Path, *, mtime: int, busybox: Path | None = None) -> InitrdInfo:
+    """Build the initrd for the kernel in `root` and write it (gzip, reproducible) to `out`."""
+    kver = kernel_version(root)
+    moddir = root / "lib/modules" / kver
+    mods = resolve_modules(moddir)
+    bb = busybox or Path(which("busybox"))
+    d = stat.S_IFDIR | 0o755
+    entries = [Entry(p, d) for p in (
+        "bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "run", "sys", "sysroot",
+        "state", "lower", "rw", "sbin", "tmp")]
+    entries.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
+    entries.append(Entry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)))
+    entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, bb.read_bytes()))
+    for applet in APPLETS:
+        entries.append(Entry(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox"))
+    entries.append(Entry("init", stat.S_IFREG | 0o755, _init_script()))
+    load_list: list[str] = []
+    for i, mod in enumerate(mods):
+        name = Path(mod).name.split(".ko")[0] + ".ko"
+        rel = f"lib/modules/{i:02d}-{name}"
+        entries.append(Entry(rel, stat.S_IFREG | 0o644, _module_bytes(moddir / mod)))
+        load_list.append("/" + rel)
+    entries.append(Entry("etc/modules", stat.S_IFREG | 0o644, ("\n".join(load_list) + "\n").encode()))
+    buf = io.BytesIO()
+    write_cpio(entries, buf, mtime)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0,
+                                                     compresslevel=9) as gz:
+        gz.write(buf.getvalue())
+    tmp.replace(out)
+    return InitrdInfo(out, kver, tuple(Path(m).name for m in mods), out.stat().st_size)
+
+
+def copy_kernel(root: Path, out: Path) -> Path:
+    """Copy the tree's kernel image for the version the initrd was built for."""
+    src = root / "boot" / f"vmlinuz-{kernel_version(root)}"
+    if not src.exists():
+        raise KairosError(f"kernel image {src} is missing", "reinstall the kernel package")
+    shutil.copyfile(src, out)
+    return out

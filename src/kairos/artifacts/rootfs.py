@@ -1,0 +1,39 @@
+"""The slot image: a compressed, read-only squashfs of the image tree."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from kairos.errors import BadInput
+from kairos.run import require, run
+
+# GRUB 2.06's squash4 reads gzip, xz and lzo; not zstd (it must load the kernel from the slot).
+COMPRESSIONS = ("xz", "gzip")
+
+
+def make_squashfs(tree: Path, out: Path, *, mtime: int, compression: str = "xz") -> Path:
+    """Write `tree` as a reproducible squashfs: same tree and mtime, same bytes."""
+    if compression not in COMPRESSIONS:
+        raise BadInput(f"compression '{compression}' is not supported for slot images",
+                       f"use one of {', '.join(COMPRESSIONS)} (GRUB must read the slot)")
+    require("mksquashfs")
+    argv = ["mksquashfs", str(tree), str(out), "-noappend", "-comp", compression,
+            "-b", "256K", "-all-time", str(mtime), "-mkfs-time", str(mtime),
+            "-xattrs"]
+    if compression == "xz":
+        argv += ["-Xbcj", "x86"]
+    if not sys.stderr.isatty():
+        argv.append("-no-progress")
+    out.unlink(missing_ok=True)
+    run(argv, capture=not sys.stderr.isatty())
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

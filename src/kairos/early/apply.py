@@ -1,0 +1,141 @@
+"""Apply a MountPlan on the booting system (PID 1, before the distribution's init)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+from kairos.early.plan import Bind, MountPlan, Overlay, Volume
+from kairos.run import run
+
+log = logging.getLogger("kairos.early")
+
+
+def is_mounted(path: str) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        return any(line.split()[4] == target for line in fh)
+
+
+def mount(source: str, target: str, fstype: str | None = None, options: str = "") -> bool:
+    """Mount and report success; early boot logs failures instead of raising."""
+    os.makedirs(target, exist_ok=True)
+    argv = ["mount"]
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", options]
+    res = run([*argv, source, target], check=False)
+    if res.returncode != 0:
+        log.warning("mount %s on %s failed: %s", source, target, res.stderr.strip())
+        return False
+    return True
+
+
+def find_label(label: str, timeout: float = 0.0) -> str | None:
+    """The device with this filesystem label, polling (there is no udev yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = run(["blkid", "-c", "/dev/null", "-L", label], check=False)
+        if res.returncode == 0 and res.stdout.strip():
+            return res.stdout.strip().splitlines()[0]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def resolve_source(source: str, timeout: float = 5.0) -> str | None:
+    if source.startswith("LABEL="):
+        return find_label(source[len("LABEL="):], timeout)
+    if source.startswith("UUID="):
+        res = run(["blkid", "-c", "/dev/null", "-U", source[5:]], check=False)
+        return res.stdout.strip() or None
+    return source if os.path.exists(source) else None
+
+
+def mount_overlay_base(plan: MountPlan) -> bool:
+    if plan.overlay_source == "tmpfs":
+        return mount("tmpfs", plan.overlay_base, "tmpfs", f"size={plan.overlay_size},mode=755")
+    dev = resolve_source(plan.overlay_source)
+    if dev is None:
+        log.warning("overlay device %s not found; using tmpfs", plan.overlay_source)
+        return mount("tmpfs", plan.overlay_base, "tmpfs", "size=25%,mode=755")
+    return mount(dev, plan.overlay_base)
+
+
+def mount_overlay(ov: Overlay) -> bool:
+    if not os.path.isdir(ov.path):
+        log.warning("rw path %s does not exist in the image; skipped", ov.path)
+        return False
+    os.makedirs(ov.upper, exist_ok=True)
+    os.makedirs(ov.work, exist_ok=True)
+    return mount("overlay", ov.path, "overlay",
+                 f"lowerdir={ov.path},upperdir={ov.upper},workdir={ov.work}")
+
+
+def mount_volume(vol: Volume, timeout: float = 5.0) -> bool:
+    dev = resolve_source(vol.source, timeout)
+    if dev is None:
+        log.warning("volume %s not found; %s stays as in the image", vol.source, vol.target)
+        return False
+    return mount(dev, vol.target, options="rw" if vol.writable else "ro")
+
+
+def apply_bind(bind: Bind) -> bool:
+    """Bind a persistent store over a path; the first time, seed it from the image."""
+    store = Path(bind.store)
+    if not store.exists():
+        tmp = store.with_name(store.name + ".new")
+        run(["rm", "-rf", str(tmp)], check=False)
+        tmp.mkdir(parents=True)
+        if os.path.isdir(bind.path):
+            run(["cp", "-a", f"{bind.path}/.", str(tmp)], check=False)
+        tmp.rename(store)  # only a complete seed becomes the store
+    try:
+        os.makedirs(bind.path, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot create %s for a persistent bind: %s", bind.path, exc)
+        return False
+    return mount(str(store), bind.path, options="bind")
+
+
+def apply_plan(plan: MountPlan) -> dict[str, bool]:
+    """Mount overlays, then volumes, then binds; report each result by target."""
+    results: dict[str, bool] = {}
+    if plan.overlays:
+        results[plan.overlay_base] = mount_overlay_base(plan)
+        for ov in plan.overlays:
+            results[ov.path] = mount_overlay(ov)
+    persistent_ok = False
+    for vol in plan.volumes:
+        ok = mount_volume(vol)
+        results[vol.target] = ok
+        if ok and "COS_PERSISTENT" in vol.source:
+            persistent_ok = True
+    if plan.binds and persistent_ok:
+        for bind in plan.binds:
+            results[bind.path] = apply_bind(bind)
+    elif plan.binds:
+        log.warning("persistent partition not mounted: persistent paths are ephemeral this boot")
+    return results
+
+
+def ensure_machine_id(persistent: bool, store: str = "/usr/local/etc/machine-id") -> str:
+    """A machine-id stable across reboots: kept on the persistent partition."""
+    mid = ""
+    if persistent and os.path.isfile(store):
+        mid = Path(store).read_text().strip()
+    if len(mid) != 32:
+        mid = uuid.uuid4().hex
+        if persistent:
+            os.makedirs(os.path.dirname(store), exist_ok=True)
+            Path(store + ".tmp").write_text(mid + "\n")
+            os.replace(store + ".tmp", store)
+    try:
+        Path("/etc/machine-id").write_text(mid + "\n")
+    except OSError as exc:
+        log.warning("cannot write /etc/machine-id: %s", exc)
+    return mid

@@ -1,0 +1,188 @@
+"""The mount plan of early boot, as data: computed from the kernel command line and the
+layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by apply.py."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from dataclasses import dataclass, field
+
+# Kairos's defaults (its bundled 00_rootfs.yaml): ephemeral overlays and persistent binds.
+DEFAULT_RW_PATHS = ("/var", "/etc", "/srv")
+IMMUCORE_RW_PATHS = ("/etc", "/root", "/home", "/opt", "/srv", "/usr/local", "/var")
+DEFAULT_PERSISTENT_PATHS = (
+    "/etc/cni", "/etc/init.d", "/etc/iscsi", "/etc/k0s", "/etc/kubernetes", "/etc/modprobe.d",
+    "/etc/pwx", "/etc/rancher", "/etc/runlevels", "/etc/ssh", "/etc/ssl/certs",
+    "/etc/sysconfig", "/etc/systemd", "/etc/zfs", "/home", "/opt", "/root", "/usr/libexec",
+    "/var/cores", "/var/lib/ca-certificates", "/var/lib/cni", "/var/lib/containerd",
+    "/var/lib/calico", "/var/lib/dbus", "/var/lib/etcd", "/var/lib/extensions",
+    "/var/lib/confexts", "/var/lib/k0s", "/var/lib/kubelet", "/var/lib/longhorn", "/var/lib/osd",
+    "/var/lib/rancher", "/var/lib/rook", "/var/lib/tailscale", "/var/lib/wicked",
+    "/var/lib/kairos", "/var/log",
+)
+DEFAULT_VOLUMES = (("LABEL=COS_PERSISTENT", "/usr/local"),)
+DEFAULT_OVERLAY = "tmpfs:25%"
+STATE_TARGET = "/usr/local/.state"
+MODES = ("active", "passive", "recovery", "autoreset", "live", "unknown")
+
+
+@dataclass(frozen=True)
+class BootParams:
+    """What the kernel command line says about this boot."""
+
+    mode: str = "unknown"
+    image: str = ""
+    overlay: str | None = None
+    extra_mounts: tuple[tuple[str, str], ...] = ()
+    debugrw: bool = False
+    oem_label: str = "COS_OEM"
+    oem_timeout: float = 10.0
+    init: str = "/sbin/init"
+
+
+def _mode_for(label: str, tokens: set[str]) -> str:
+    if "kairos.reset" in tokens:
+        return "autoreset"
+    if label == "COS_ACTIVE":
+        return "active"
+    if label == "COS_PASSIVE":
+        return "passive"
+    if label in ("COS_RECOVERY", "COS_SYSTEM") or "recovery-mode" in tokens:
+        return "recovery"
+    return "unknown"
+
+
+def parse_cmdline(text: str) -> BootParams:
+    tokens = text.split()
+    label, image, overlay, init = "", "", None, "/sbin/init"
+    mounts: list[tuple[str, str]] = []
+    debugrw = False
+    oem_label, oem_timeout = "COS_OEM", 10.0
+    for tok in tokens:
+        key, _, value = tok.partition("=")
+        if key == "root" and value.startswith("LABEL="):
+            label = value[len("LABEL="):]
+        elif key == "cos-img/filename":
+            image = value
+        elif key in ("rd.immucore.overlay", "rd.cos.overlay"):
+            overlay = value
+        elif key in ("rd.immucore.mount", "rd.cos.mount"):
+            # LABEL=<label>:<mountpoint> (the source may itself contain '=')
+            src, sep, target = value.rpartition(":")
+            if sep and target.startswith("/"):
+                mounts.append((src, target))
+        elif key in ("rd.immucore.debugrw", "rd.cos.debugrw") and value in ("", "1", "true"):
+            debugrw = True
+        elif key in ("rd.immucore.oemlabel", "rd.cos.oemlabel") and value:
+            oem_label = value
+        elif key in ("rd.immucore.oemtimeout", "rd.cos.oemtimeout") and value:
+            with contextlib.suppress(ValueError):
+                oem_timeout = float(value)
+        elif key == "init" and value.startswith("/"):
+            init = value
+    return BootParams(_mode_for(label, set(tokens)), image, overlay, tuple(mounts), debugrw,
+                      oem_label, oem_timeout, init)
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Read a shell-style KEY="value" file (what the environment_file plugin writes)."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        key = key.removeprefix("export ").strip()
+        try:
+            parts = shlex.split(raw)
+        except ValueError:
+            parts = [raw.strip("'\"")]
+        env[key] = " ".join(parts)
+    return env
+
+
+@dataclass(frozen=True)
+class Overlay:
+    path: str
+    upper: str  # under the base overlay tmpfs
+    work: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    source: str  # LABEL=... or /dev/...
+    target: str
+    writable: bool
+
+
+@dataclass(frozen=True)
+class Bind:
+    path: str  # where it shows up
+    store: str  # where it lives on the persistent volume
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    overlay_base: str = "/run/overlay"
+    overlay_source: str = "tmpfs"  # tmpfs, or LABEL=... of a block device
+    overlay_size: str = "25%"
+    overlays: tuple[Overlay, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    binds: tuple[Bind, ...] = ()
+    persistent: bool = True
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def dashed(path: str) -> str:
+    """/var/lib/foo → var-lib-foo, as immucore names its overlay and bind stores."""
+    return path.strip("/").replace("/", "-")
+
+
+def _split(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    return tuple(p for p in value.split() if p.startswith("/"))
+
+
+def _volumes(text: str | None) -> tuple[tuple[str, str], ...]:
+    if text is None:
+        return DEFAULT_VOLUMES
+    out = []
+    for item in text.split():
+        src, sep, target = item.rpartition(":")
+        if sep and target.startswith("/"):
+            out.append((src, target))
+    return tuple(out)
+
+
+def make_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
+    """Compute every mount of early boot; no side effects."""
+    recoveryish = params.mode in ("recovery", "autoreset", "live")
+    overlay = params.overlay or env.get("OVERLAY") or DEFAULT_OVERLAY
+    rw_default = IMMUCORE_RW_PATHS if recoveryish else DEFAULT_RW_PATHS
+    rw_paths = _split(env.get("RW_PATHS") or None, rw_default)
+    if recoveryish:
+        persistent_paths: tuple[str, ...] = ()
+        volumes: tuple[tuple[str, str], ...] = _volumes(env.get("VOLUMES", ""))
+    else:
+        persistent_paths = _split(env.get("PERSISTENT_STATE_PATHS") or None,
+                                  DEFAULT_PERSISTENT_PATHS)
+        volumes = _volumes(env.get("VOLUMES") or None)
+    volumes = volumes + params.extra_mounts
+    # Overlays must not hide a volume's mount point: skip rw paths that a volume owns.
+    vol_targets = {t for _, t in volumes}
+    base = "/run/overlay"
+    overlays = tuple(
+        Overlay(p, f"{base}/{dashed(p)}/.overlay/upper", f"{base}/{dashed(p)}/.overlay/work")
+        for p in dict.fromkeys(rw_paths) if p not in vol_targets
+    )
+    target = env.get("PERSISTENT_STATE_TARGET") or STATE_TARGET
+    ordered = sorted(dict.fromkeys(persistent_paths), key=lambda p: (p.count("/"), p))
+    binds = tuple(Bind(p, f"{target}/{dashed(p)}.bind") for p in ordered)
+    if overlay.startswith("tmpfs"):
+        src, size = "tmpfs", overlay.partition(":")[2] or "25%"
+    else:
+        src, size = overlay, ""
+    # As immucore: extra volumes are read-only, the persistent one read-write.
+    vols = tuple(Volume(s, t, writable="COS_PERSISTENT" in s) for s, t in volumes)
+    return MountPlan(base, src, size, overlays, vols, binds, persistent=bool(binds))

@@ -1,0 +1,120 @@
+"""Bring a base root filesystem into a directory: debootstrap, a dir, a tar, or an OCI image."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from kairos.disk.mounts import chroot_mounts
+from kairos.errors import BadInput, KairosError
+from kairos.factory.bases import BaseSpec
+from kairos.run import require, run
+
+log = logging.getLogger("kairos.factory")
+
+# What every image needs on top of a minimal base: init, device manager, SSH, the agent's
+# Python with the two libraries it uses, and the tools early boot calls.
+REQUIRED_PACKAGES = (
+    "systemd", "systemd-sysv", "udev", "dbus", "systemd-timesyncd", "systemd-resolved",
+    "openssh-server", "python3", "python3-yaml", "python3-jsonschema", "sudo", "iproute2",
+    "kmod", "util-linux", "e2fsprogs", "ca-certificates", "less", "procps",
+)
+
+
+def debootstrap(suite: str, dest: Path, mirror: str, packages: list[str]) -> None:
+    require("debootstrap")
+    run(["debootstrap", "--variant=minbase", "--components=main",
+         f"--include={','.join(packages)}", suite, str(dest), mirror], capture=True)
+
+
+def copy_dir(src: Path, dest: Path) -> None:
+    run(["cp", "-a", "--", f"{src}/.", str(dest)])
+
+
+def extract_tar(src: Path, dest: Path) -> None:
+    res = run(["tar", "-xpf", str(src), "--numeric-owner", "--xattrs", "-C", str(dest)],
+              check=False)
+    if res.returncode != 0:
+        raise BadInput(f"cannot extract base tar {src}: {res.stderr.strip()[-200:]}",
+                       "give a tar archive of a root filesystem")
+
+
+def unpack_oci(src: Path, dest: Path) -> None:
+    from kairos.oci.unpack import unpack_image
+    unpack_image(src, dest)
+
+
+def acquire(spec: BaseSpec, dest: Path, *, mirror: str | None, packages: list[str]) -> None:
+    """Fill `dest` with the base tree described by `spec`."""
+    if spec.kind == "debian":
+        from kairos.factory.mirror import debian_mirror
+        debootstrap(spec.value, dest, mirror or debian_mirror(), packages)
+    elif spec.kind == "dir":
+        copy_dir(spec.path, dest)
+    elif spec.kind == "tar":
+        extract_tar(spec.path, dest)
+    else:
+        unpack_oci(spec.path, dest)
+    if not (dest / "etc").is_dir() or not (dest / "usr").is_dir():
+        raise BadInput(f"base {spec} does not look like a root filesystem (no /etc or /usr)",
+                       "give the root of a Linux distribution tree")
+
+
+def os_release(root: Path) -> dict[str, str]:
+    from kairos.early.plan import parse_env
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        p = root / rel
+        if p.is_file() or p.is_symlink():
+            try:
+                return parse_env(p.read_text())
+            except OSError:
+                continue
+    return {}
+
+
+def missing_packages(root: Path, packages: list[str]) -> list[str]:
+    if not (root / "usr/bin/dpkg-query").exists():
+        return list(packages)
+    res = run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Status}\\n"],
+              check=False)
+    installed = {line.split()[0] for line in res.stdout.splitlines()
+                 if line.endswith("install ok installed")}
+    return [p for p in packages if p not in installed]
+
+
+def install_packages(root: Path, packages: list[str]) -> None:
+    """Install missing packages with the base's own package manager (Debian family only)."""
+    missing = missing_packages(root, packages)
+    if not missing:
+        return
+    rel = os_release(root)
+    family = f"{rel.get('ID', '')} {rel.get('ID_LIKE', '')}"
+    if "debian" not in family and "ubuntu" not in family:
+        raise BadInput(f"base distribution '{rel.get('ID', 'unknown')}' is not supported yet "
+                       f"(it lacks {', '.join(missing[:5])})",
+                       "use a Debian or Ubuntu base, or one that already has these packages")
+    resolv = root / "etc/resolv.conf"
+    saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    link = resolv.readlink() if resolv.is_symlink() else None
+    policy = root / "usr/sbin/policy-rc.d"
+    try:
+        resolv.unlink(missing_ok=True)
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        policy.write_text("#!/bin/sh\nexit 101\n")  # never start services in the chroot
+        policy.chmod(0o755)
+        env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+        with chroot_mounts(root):
+            run(["chroot", str(root), "apt-get", "update", "-qq"], env=env)
+            run(["chroot", str(root), "apt-get", "install", "-y", "-qq",
+                 "--no-install-recommends", *missing], env=env)
+            run(["chroot", str(root), "apt-get", "clean"], env=env)
+    except KairosError:
+        raise
+    finally:
+        policy.unlink(missing_ok=True)
+        resolv.unlink(missing_ok=True)
+        if link is not None:
+            resolv.symlink_to(link)
+        elif saved is not None:
+            resolv.write_bytes(saved)
