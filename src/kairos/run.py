@@ -30,6 +30,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "partx": "util-linux",
     "losetup": "mount",
     "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "blkid": "util-linux",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "skopeo": "skopeo",
@@ -53,7 +55,7 @@ class Result:
 
 def which(tool: str) -> str:
     """Return the path of a host tool, or raise MissingTool with the package to install."""
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    path = shutil.which(tool)
     if path is None:
         pkg = TOOL_PACKAGES.get(tool, tool)
         raise MissingTool(
@@ -65,8 +67,7 @@ def which(tool: str) -> str:
 
 def require(*tools: str) -> None:
     """Check every tool up front and report all missing ones at once."""
-    missing = [t for t in tools if shutil.which(t) is None
-               and shutil.which(t, path="/usr/sbin:/sbin:/usr/bin:/bin") is None]
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
         raise MissingTool(

@@ -23,6 +23,7 @@ VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.state_cmd",
     "kairos.cli.config_cmd",
     "kairos.cli.stages_cmd",
+    "kairos.cli.bootentry_cmd",
 )
 
 log = logging.getLogger("kairos")

@@ -63,7 +63,7 @@ def boot() -> dict[str, object]:
     def mark(name: str) -> None:
         timeline[name] = round(time.monotonic() - t0, 3)
 
-    os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # the initrd exported PATH=/bin
     _api_mounts()
     _setup_logging()
     params = parse_cmdline(Path("/proc/cmdline").read_text())

@@ -1,0 +1,318 @@
+"""Install slot images onto a disk: an image file or a block device, the same path for both.
+
+`plan_install` checks everything it can (images, cloud-configs, GRUB env, disk size) before a
+single byte is written; `install` then writes the GPT, each filesystem with its content, and
+GRUB for BIOS and UEFI, and makes sure it all reached the disk before returning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kairos.boot import grubenv
+from kairos.boot.grubcfg import GrubCfgOptions, render_grub_cfg
+from kairos.boot.grubinstall import build_core_img, build_efi_image, install_efi, write_bios_boot
+from kairos.disk import blockdev
+from kairos.disk.filesystems import (
+    FsTarget,
+    LargeFile,
+    add_large_files,
+    chown_root,
+    mkfs_ext4,
+    mkfs_vfat,
+)
+from kairos.disk.gpt import KAIROS_DISK_GUID, write_gpt
+from kairos.disk.layout import SECTOR, DiskLayout, Partition, kairos_specs
+from kairos.disk.mounts import tempdir
+from kairos.errors import BadInput
+from kairos.run import require, run
+from kairos.ui import step
+
+log = logging.getLogger("kairos.install")
+
+TOOLS = ("sgdisk", "mkfs.ext4", "debugfs", "mkfs.vfat", "mmd", "mcopy", "grub-mkimage",
+         "unsquashfs")
+# Compression ids in the squashfs superblock that GRUB 2.06's squash4 can read.
+GRUB_SQUASHFS_COMPRESSION = {1: "gzip", 3: "lzo", 4: "xz"}
+SQUASHFS_COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
+
+
+def _load_schema_validator() -> Callable[[Path], Any] | None:
+    """kairos.config.validate.validate_file when that module is part of this install."""
+    try:
+        module = importlib.import_module("kairos.config.validate")
+    except ModuleNotFoundError as exc:
+        if exc.name == "kairos.config.validate":
+            return None
+        raise
+    func = getattr(module, "validate_file", None)
+    return func if callable(func) else None
+
+
+_SCHEMA_VALIDATOR = _load_schema_validator()
+
+
+def validate_cloud_config(path: Path) -> None:
+    """A cloud-config must start with `#cloud-config`, parse as YAML to a mapping, and pass
+    the schema check when kairos.config.validate is available."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"cloud-config {path} does not exist", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read cloud-config {path}: {exc}", "give a UTF-8 text file") \
+            from None
+    if not text.startswith("#cloud-config"):
+        raise BadInput(f"{path} does not start with '#cloud-config'",
+                       "make '#cloud-config' the first line, as Kairos requires")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInput(f"{path}{where}: invalid YAML: {problem}", "fix the YAML syntax") \
+            from None
+    if data is not None and not isinstance(data, dict):
+        raise BadInput(f"{path}: a cloud-config must be a YAML mapping, not "
+                       f"{type(data).__name__}", "write 'key: value' pairs at the top level")
+    if _SCHEMA_VALIDATOR is not None:
+        _schema_check(path, _SCHEMA_VALIDATOR(path))
+
+
+def _schema_check(path: Path, result: Any) -> None:
+    """Turn the schema validator's result (diagnostics with `errors`/`warnings`) into one
+    BadInput for the first error; warnings (unknown keys) are only logged."""
+    for warning in getattr(result, "warnings", None) or []:
+        log.warning("%s", warning)
+    errors = getattr(result, "errors", None)
+    if errors is None and isinstance(result, list | tuple):
+        errors = result
+    if not errors:
+        return
+    first = errors[0]
+    message = str(getattr(first, "message", first))
+    line = getattr(first, "line", 0)
+    key = getattr(first, "path", "")
+    where = f"{path}:{line}" if line else str(path)
+    raise BadInput(f"{where}: {key + ': ' if key else ''}{message}",
+                   getattr(first, "hint", "") or "run 'kairos config validate' on it")
+
+
+def check_slot_image(path: Path, what: str) -> int:
+    """Size of a squashfs slot image GRUB can boot from; BadInput when it cannot."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(96)
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist", "build the image first") from None
+    except IsADirectoryError:
+        raise BadInput(f"{what} {path} is a directory", "give the squashfs file") from None
+    if len(head) < 96 or head[:4] != b"hsqs":
+        raise BadInput(f"{what} {path} is not a squashfs image", "build it with mksquashfs")
+    (comp,) = struct.unpack_from("<H", head, 20)
+    if comp not in GRUB_SQUASHFS_COMPRESSION:
+        name = SQUASHFS_COMPRESSION.get(comp, f"id {comp}")
+        raise BadInput(f"{what} {path} uses {name} compression, which GRUB cannot read",
+                       "rebuild it with mksquashfs -comp xz")
+    listing = run(["unsquashfs", "-lc", str(path), "boot/vmlinuz", "boot/initrd"]).stdout
+    names = {line.strip().removeprefix("squashfs-root") for line in listing.splitlines()}
+    missing = [f for f in ("/boot/vmlinuz", "/boot/initrd") if f not in names]
+    if missing:
+        raise BadInput(f"{what} {path} has no {' or '.join(missing)}",
+                       "GRUB boots the kernel and initrd from inside the slot image")
+    return path.stat().st_size
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """Everything `install` writes, decided and checked up front."""
+
+    layout: DiskLayout
+    slot_image: Path
+    recovery_image: Path
+    cloud_configs: tuple[Path, ...]
+    grub_env: dict[str, str] = field(hash=False)
+    grub_cfg: str
+    disk_guid: str = KAIROS_DISK_GUID
+
+    def summary(self) -> dict[str, object]:
+        """Plain values for --json output."""
+        return {
+            "disk_size": self.layout.disk_size,
+            "slot_image": str(self.slot_image),
+            "recovery_image": str(self.recovery_image),
+            "cloud_configs": [str(p) for p in self.cloud_configs],
+            "grub_env": dict(self.grub_env),
+            "partitions": [
+                {"number": p.number, "name": p.name, "label": p.spec.label, "fs": p.spec.fs,
+                 "start": p.offset, "size": p.size}
+                for p in self.layout.partitions
+            ],
+        }
+
+
+def plan_install(
+    slot_image: Path,
+    *,
+    recovery_image: Path | None,
+    disk_size: int | None,
+    cloud_configs: Sequence[Path],
+    grub_options: Mapping[str, object],
+    cfg_options: GrubCfgOptions | None = None,
+) -> InstallPlan:
+    """Check the inputs and lay out the disk; raises BadInput before anything is written."""
+    require(*TOOLS)
+    slot_size = check_slot_image(slot_image, "slot image")
+    recovery = recovery_image or slot_image
+    recovery_size = slot_size if recovery == slot_image else check_slot_image(
+        recovery, "recovery image")
+    for cfg in cloud_configs:
+        validate_cloud_config(cfg)
+    if len(cloud_configs) > 10:
+        raise BadInput("at most 10 cloud-configs can be installed (90_ to 99_custom.yaml)",
+                       "merge some of them")
+    env = {str(k): "" if v is None else str(v) for k, v in grub_options.items()}
+    grubenv.encode(env)  # overflow or a bad name fails here, not halfway through
+    layout = DiskLayout.compute(kairos_specs(slot_size, recovery_size), disk_size)
+    return InstallPlan(layout, slot_image, recovery, tuple(cloud_configs), env,
+                       render_grub_cfg(cfg_options))
+
+
+def _stage_oem(plan: InstallPlan, root: Path) -> None:
+    root.mkdir()
+    grubenv.write(root / "grubenv", plan.grub_env)
+    for i, cfg in enumerate(plan.cloud_configs):
+        dest = root / f"{90 + i}_custom.yaml"
+        shutil.copyfile(cfg, dest)
+        os.chmod(dest, 0o640)
+
+
+def _stage_state(plan: InstallPlan, root: Path) -> None:
+    (root / "cOS").mkdir(parents=True)
+    (root / "grub2").mkdir()
+    (root / "grub2" / "grub.cfg").write_text(plan.grub_cfg)
+
+
+def _prepare_target(plan: InstallPlan, target: Path) -> tuple[bool, bool]:
+    """Check or create the target; returns (is_device, created_by_us)."""
+    size = plan.layout.disk_size
+    if blockdev.is_block_device(target):
+        refuse_if_in_use(target)
+        if blockdev.logical_sector_size(target) != SECTOR:
+            raise BadInput(f"{target} has {blockdev.logical_sector_size(target)}-byte "
+                           "sectors", "only 512-byte logical sectors are supported")
+        have = blockdev.device_size(target)
+        if have < size:
+            raise BadInput(f"{target} has {have} bytes, the plan needs {size}",
+                           "plan the install with the device's size")
+        return True, False
+    if target.exists() and not target.is_file():
+        raise BadInput(f"{target} is neither a block device nor a regular file",
+                       "give a /dev node or an image file path")
+    created = not target.exists()
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | (os.O_EXCL if created else 0), 0o644)
+    try:
+        os.ftruncate(fd, size)  # sparse: untouched areas cost nothing
+    finally:
+        os.close(fd)
+    return False, created
+
+
+def _fs_targets(plan: InstallPlan, target: Path, is_device: bool,
+                fresh: bool) -> dict[str, FsTarget]:
+    parts = plan.layout.partitions
+    if is_device:
+        with step(f"reading the new partitions of {target}"):
+            nodes = blockdev.reread_partitions(target, len(parts))
+        return {p.name: FsTarget(nodes[p.number], 0, p.size) for p in parts}
+    return {p.name: FsTarget(target, p.offset, p.size, fresh) for p in parts}
+
+
+def _write_filesystems(plan: InstallPlan, fs: dict[str, FsTarget], work: Path) -> None:
+    specs = {p.name: p for p in plan.layout.partitions}
+    _stage_oem(plan, work / "oem")
+    _stage_state(plan, work / "state")
+    (work / "recovery" / "cOS").mkdir(parents=True)
+    staged = {"oem": work / "oem", "state": work / "state", "recovery": work / "recovery"}
+    large = {
+        "state": [LargeFile(plan.slot_image, "/cOS/active.img"),
+                  LargeFile(plan.slot_image, "/cOS/passive.img")],
+        "recovery": [LargeFile(plan.recovery_image, "/cOS/recovery.squashfs")],
+    }
+    for name, part in specs.items():
+        if part.spec.fs != "ext4":
+            continue
+        with step(f"creating {part.spec.label} ({part.size // 2**20} MiB)"):
+            mkfs_ext4(fs[name], part.spec.label, staged.get(name))
+            if name in staged:
+                chown_root(fs[name], staged[name])
+            add_large_files(fs[name], large.get(name, []))
+
+
+def _write_grub(plan: InstallPlan, target: Path, fs: dict[str, FsTarget], work: Path) -> None:
+    with step("installing GRUB for UEFI"):
+        efi: Partition = plan.layout.get("efi")
+        mkfs_vfat(fs["efi"], efi.spec.label)
+        install_efi(fs["efi"], build_efi_image(work / "BOOTX64.EFI"))
+    with step("installing GRUB for BIOS"):
+        bios = plan.layout.get("bios")
+        write_bios_boot(target, bios.start_lba, bios.sectors, build_core_img(work / "core.img"))
+
+
+def _flush(target: Path, is_device: bool) -> None:
+    """Everything GRUB reads must be on disk, not in a cache, before we report success."""
+    if is_device:
+        os.sync()  # the partition nodes have their own caches; sync flushes them all
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install(plan: InstallPlan, target: Path) -> None:
+    """Write the planned disk onto `target` (image file, created if missing, or /dev node).
+
+    On failure an image file we created is removed; nothing is ever left mounted (nothing is
+    mounted at all).
+    """
+    require(*TOOLS)
+    is_device, created = _prepare_target(plan, target)
+    try:
+        with step(f"writing the partition table of {target}"):
+            write_gpt(target, plan.layout, disk_guid=plan.disk_guid, zap=not created)
+        fs = _fs_targets(plan, target, is_device, fresh=created)
+        with tempdir(prefix="kairos-install-") as work:
+            _write_filesystems(plan, fs, work)
+            _write_grub(plan, target, fs, work)
+        with step("syncing"):
+            _flush(target, is_device)
+    except BaseException:
+        if created:
+            target.unlink(missing_ok=True)
+        raise
+
+
+def plan_for_device(device: Path, slot_image: Path, **kwargs: Any) -> InstallPlan:
+    """plan_install sized to a block device."""
+    if not blockdev.is_block_device(device):
+        raise BadInput(f"{device} is not a block device", "give a disk such as /dev/sda")
+    return plan_install(slot_image, disk_size=blockdev.device_size(device), **kwargs)
+
+
+def refuse_if_in_use(device: Path) -> None:
+    users = blockdev.users_of(device)
+    if users:
+        raise BadInput(f"{device} is in use ({'; '.join(users)})",
+                       "unmount it (and stop swap/LVM on it) first")

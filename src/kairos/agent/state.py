@@ -1,0 +1,337 @@
+"""`kairos state`: what a running device booted, from where, and which partitions it has.
+
+Field names follow `kairos-agent state` so scripts written for Kairos keep working. Every
+reader takes a `root` (and optionally the raw text it would read) so tests run on fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kairos.errors import BadInput
+from kairos.run import run
+
+ACTIVE, PASSIVE, RECOVERY = "active_boot", "passive_boot", "recovery_boot"
+LIVECD, AUTORESET, UNKNOWN = "livecd_boot", "autoreset_boot", "unknown"
+BOOT_STATES = (ACTIVE, PASSIVE, RECOVERY, LIVECD, AUTORESET, UNKNOWN)
+
+# Which filesystem label marks each partition the state reports (Kairos's names).
+PARTITION_LABELS = {"oem": "COS_OEM", "persistent": "COS_PERSISTENT",
+                    "recovery": "COS_RECOVERY", "state": "COS_STATE"}
+# Where the running system normally mounts them; preferred when a partition is mounted in
+# several places (persistent is also bind-mounted piecewise onto /etc, /var/lib, …).
+USUAL_MOUNTS = {"oem": "/oem", "persistent": "/usr/local",
+                "state": "/run/initramfs/cos-state", "recovery": "/run/initramfs/cos-state"}
+# Boot-mode sentinels the early-init writes (immucore's names), most specific first.
+SENTINELS = (("autoreset_mode", AUTORESET), ("recovery_mode", RECOVERY),
+             ("passive_mode", PASSIVE), ("active_mode", ACTIVE), ("live_mode", LIVECD))
+SLOTS = {ACTIVE: "active", PASSIVE: "passive", RECOVERY: "recovery", AUTORESET: "recovery"}
+LSBLK_COLUMNS = "NAME,PATH,LABEL,PARTLABEL,FSTYPE,SIZE,MOUNTPOINTS,UUID,PARTUUID,RO,MAJ:MIN"
+# Keys of /etc/kairos-release every report shows, even when the file lacks them.
+KAIROS_KEYS = ("version", "flavor", "flavor_release", "variant", "model", "arch")
+
+
+@dataclass
+class PartitionState:
+    found: bool = False
+    mounted: bool = False
+    name: str = ""  # device path, e.g. /dev/vda3
+    label: str = ""  # partition (GPT) label
+    filesystemlabel: str = ""
+    mount_point: str = ""
+    size_bytes: int = 0
+    type: str = ""  # filesystem type
+    read_only: bool = False  # of the mount when mounted, else of the device
+    uuid: str = ""  # partition UUID, as Kairos reports on Linux
+    fs_uuid: str = ""
+
+
+@dataclass
+class SystemState:
+    boot: str = UNKNOWN
+    booted_slot: str | None = None
+    uuid: str = ""
+    oem: PartitionState = field(default_factory=PartitionState)
+    persistent: PartitionState = field(default_factory=PartitionState)
+    recovery: PartitionState = field(default_factory=PartitionState)
+    state: PartitionState = field(default_factory=PartitionState)
+    kairos: dict[str, Any] = field(default_factory=dict)
+    system: dict[str, Any] = field(default_factory=dict)
+    in_ram: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- boot mode ---------------------------------------------------------------------------
+
+
+def boot_from_cmdline(cmdline: str) -> str:
+    """The boot state the kernel command line names (Kairos's substring rules).
+
+    `kairos.ram` (in-RAM boot of the active image) and `kairos.reset` come first: the
+    statereset entry boots the recovery image (COS_SYSTEM) with `kairos.reset`, and that boot
+    is an auto-reset, not a plain recovery boot.
+    """
+    if "kairos.ram" in cmdline:
+        return ACTIVE
+    if "kairos.reset" in cmdline:
+        return AUTORESET
+    if "COS_ACTIVE" in cmdline:
+        return ACTIVE
+    if "COS_PASSIVE" in cmdline:
+        return PASSIVE
+    if any(m in cmdline for m in ("COS_RECOVERY", "COS_SYSTEM", "recovery-mode")):
+        return RECOVERY
+    if any(m in cmdline for m in ("live:LABEL", "live:CDLABEL", "netboot")):
+        return LIVECD
+    return UNKNOWN
+
+
+def boot_from_sentinels(root: Path) -> str:
+    """The boot state the early-init recorded under /run/cos, or unknown."""
+    run_cos = root / "run/cos"
+    for name, state in SENTINELS:
+        if (run_cos / name).exists():
+            return state
+    return UNKNOWN
+
+
+def detect_boot(root: Path, cmdline: str | None = None) -> str:
+    """Command line first (what `kairos-agent state` does); the sentinels when it says nothing."""
+    if cmdline is None:
+        cmdline = _read(root / "proc/cmdline")
+    found = boot_from_cmdline(cmdline)
+    return found if found != UNKNOWN else boot_from_sentinels(root)
+
+
+# -- partitions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mount:
+    majmin: str
+    fsroot: str  # the directory of the filesystem mounted here ("/" unless a bind of a subdir)
+    target: str
+    options: tuple[str, ...]
+    source: str
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(value: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), value)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 10 or "-" not in parts[6:]:
+            continue
+        sep = parts.index("-", 6)
+        mounts.append(Mount(majmin=parts[2], fsroot=_unescape(parts[3]),
+                            target=_unescape(parts[4]), options=tuple(parts[5].split(",")),
+                            source=_unescape(parts[sep + 2]) if len(parts) > sep + 2 else ""))
+    return mounts
+
+
+def _flatten(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    flat = []
+    for dev in devices:
+        flat.append(dev)
+        flat.extend(_flatten(dev.get("children") or []))
+    return flat
+
+
+def parse_lsblk(text: str) -> list[dict[str, Any]]:
+    """Every block device of `lsblk --json` output, children included, in one list."""
+    if not text.strip():
+        return []
+    data = json.loads(text)
+    return _flatten(list(data.get("blockdevices") or []))
+
+
+def _pick_mount(mounts: list[Mount], usual: str) -> Mount | None:
+    if not mounts:
+        return None
+    for m in mounts:
+        if m.target == usual:
+            return m
+    whole = [m for m in mounts if m.fsroot == "/"]
+    return min(whole or mounts, key=lambda m: (len(m.target), m.target))
+
+
+def partition_state(dev: dict[str, Any], mounts: list[Mount], usual: str) -> PartitionState:
+    """One partition's report: lsblk's facts plus the mount (and its ro/rw) from mountinfo."""
+    own = [m for m in mounts if dev.get("maj:min") and m.majmin == dev.get("maj:min")]
+    if not own and dev.get("path"):
+        own = [m for m in mounts if m.source == dev["path"]]
+    mnt = _pick_mount(own, usual)
+    points = [p for p in (dev.get("mountpoints") or [dev.get("mountpoint")]) if p]
+    mount_point = mnt.target if mnt else (points[0] if points else "")
+    read_only = ("ro" in mnt.options) if mnt else bool(dev.get("ro"))
+    return PartitionState(
+        found=True, mounted=bool(mount_point), name=str(dev.get("path") or f"/dev/{dev['name']}"),
+        label=dev.get("partlabel") or "", filesystemlabel=dev.get("label") or "",
+        mount_point=mount_point, size_bytes=int(dev.get("size") or 0),
+        type=dev.get("fstype") or "", read_only=read_only,
+        uuid=dev.get("partuuid") or "", fs_uuid=dev.get("uuid") or "")
+
+
+def detect_partitions(devices: list[dict[str, Any]], mounts: list[Mount]
+                      ) -> dict[str, PartitionState]:
+    found: dict[str, PartitionState] = {}
+    for key, label in PARTITION_LABELS.items():
+        dev = next((d for d in devices if d.get("label") == label), None)
+        found[key] = (partition_state(dev, mounts, USUAL_MOUNTS[key]) if dev
+                      else PartitionState())
+    return found
+
+
+def read_lsblk() -> str:
+    """lsblk's JSON for this machine; empty when lsblk is missing or fails (no devices)."""
+    if shutil.which("lsblk") is None:
+        return ""
+    res = run(["lsblk", "--json", "-b", "-o", LSBLK_COLUMNS], check=False)
+    if res.returncode != 0:  # an older lsblk without MOUNTPOINTS
+        res = run(["lsblk", "--json", "-b", "-o", LSBLK_COLUMNS.replace("MOUNTPOINTS",
+                                                                        "MOUNTPOINT")],
+                  check=False)
+    return res.stdout if res.returncode == 0 else ""
+
+
+# -- release, identity, system -----------------------------------------------------------
+
+
+def parse_release(text: str) -> dict[str, str]:
+    """KEY="value" lines (os-release syntax); quotes and escapes as a shell reads them."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            words = [raw.strip("\"'")]
+        values[key.strip()] = " ".join(words)
+    return values
+
+
+def detect_kairos(root: Path) -> dict[str, Any]:
+    """KAIROS_* keys of /etc/kairos-release (older images: /etc/os-release), lower-cased."""
+    release = parse_release(_read(root / "etc/kairos-release"))
+    if not any(k.startswith("KAIROS_") for k in release):
+        release = parse_release(_read(root / "etc/os-release"))
+    info: dict[str, Any] = dict.fromkeys(KAIROS_KEYS, "")
+    for key, value in release.items():
+        if key.startswith("KAIROS_"):
+            info[key.removeprefix("KAIROS_").lower()] = value
+    info["init"] = detect_init(root)
+    info["secureboot"] = detect_secureboot(root)
+    return info
+
+
+def detect_init(root: Path) -> str:
+    if (root / "run/systemd/system").is_dir():
+        return "systemd"
+    if (root / "run/openrc").is_dir() or (root / "sbin/openrc").exists():
+        return "openrc"
+    return "unknown"
+
+
+def detect_secureboot(root: Path) -> bool:
+    # The EFI variable's payload is 4 attribute bytes then one byte: 1 = enabled.
+    var = root / "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    try:
+        data = var.read_bytes()
+    except OSError:
+        return False
+    return len(data) >= 5 and data[4] == 1
+
+
+def detect_uuid(root: Path) -> str:
+    """The machine's UUID: the firmware's (DMI) when readable, else the systemd machine-id."""
+    for path in (root / "sys/class/dmi/id/product_uuid", root / "etc/machine-id"):
+        value = _read(path).strip().lower()
+        if value.strip("0-"):  # an all-zero DMI UUID means the firmware set none
+            return value
+    return ""
+
+
+def detect_system(root: Path) -> dict[str, Any]:
+    os_release = parse_release(_read(root / "etc/os-release"))
+    # The kernel's hostname is the live one; /etc/hostname only what the next boot would set.
+    hostname = (_read(root / "proc/sys/kernel/hostname").strip()
+                or _read(root / "etc/hostname").strip())
+    return {"hostname": hostname,
+            "kernel": _read(root / "proc/sys/kernel/osrelease").strip(),
+            "os": {"name": os_release.get("NAME", ""), "id": os_release.get("ID", ""),
+                   "version": os_release.get("VERSION_ID", ""),
+                   "pretty_name": os_release.get("PRETTY_NAME", "")}}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+# -- the whole report --------------------------------------------------------------------
+
+
+def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
+                 lsblk_json: str | None = None, mountinfo: str | None = None) -> SystemState:
+    """Collect the report. On a device, root is "/" and lsblk runs; elsewhere the caller
+    passes lsblk's JSON (no devices when omitted)."""
+    if cmdline is None:
+        cmdline = _read(root / "proc/cmdline")
+    if lsblk_json is None:
+        lsblk_json = read_lsblk() if os.path.realpath(root) == "/" else ""
+    if mountinfo is None:
+        mountinfo = _read(root / "proc/self/mountinfo")
+    boot = detect_boot(root, cmdline)
+    parts = detect_partitions(parse_lsblk(lsblk_json), parse_mountinfo(mountinfo))
+    return SystemState(
+        boot=boot, booted_slot=SLOTS.get(boot), uuid=detect_uuid(root),
+        oem=parts["oem"], persistent=parts["persistent"], recovery=parts["recovery"],
+        state=parts["state"], kairos=detect_kairos(root), system=detect_system(root),
+        in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists())
+
+
+def query(data: dict[str, Any], key: str) -> Any:
+    """A value by dotted path (`boot`, `oem.mount_point`; a leading dot as in jq is fine)."""
+    value: Any = data
+    path = key.strip().lstrip(".")
+    if not path:
+        return data
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise BadInput(f"unknown state key '{key}'",
+                           f"top-level keys: {', '.join(data)}")
+    return value
+
+
+def format_value(value: Any) -> str:
+    """One value as a script wants it: scalars bare (true/false lower-case), the rest JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, indent=2)
+    return str(value)

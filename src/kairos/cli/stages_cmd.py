@@ -1,0 +1,76 @@
+"""`kairos run-stage STAGE`: run a cloud-config stage (STAGE.before, STAGE, STAGE.after)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kairos.errors import BadInput
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run-stage",
+        help="run a cloud-config stage from the stage files",
+        description="Run STAGE.before, STAGE and STAGE.after from /system/oem, /oem and "
+                    "/usr/local/cloud-config (below --root). Give STAGE before the path options.",
+    )
+    p.add_argument("stage", metavar="STAGE", help="stage name, e.g. boot, network, initramfs")
+    p.add_argument("--analyze", "-a", action="store_true",
+                   help="only print the steps that would run, in order")
+    p.add_argument("--strict", action="store_true",
+                   help="stop with an error at the first failing step or bad file")
+    p.add_argument("--root", default="/", metavar="DIR",
+                   help="act on the system tree at DIR (default: /)")
+    p.add_argument("--cloud-init-paths", nargs="+", action="extend", default=[], metavar="P",
+                   help="more files or directories to read after the default ones")
+    p.add_argument("--override-cloud-init-paths", nargs="+", action="extend", default=[],
+                   metavar="P", help="read only these files or directories")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_stage_cmd)
+
+
+def _paths(values: list[str]) -> list[str]:
+    # like Kairos's flag: repeated, or comma separated
+    return [p for value in values for p in value.split(",") if p]
+
+
+def stage_dirs(args: argparse.Namespace) -> list[str] | None:
+    from kairos.stages.loader import DEFAULT_DIRS
+
+    override = _paths(args.override_cloud_init_paths)
+    if override:
+        return override
+    extra = _paths(args.cloud_init_paths)
+    return [*DEFAULT_DIRS, *extra] if extra else None
+
+
+def run_stage_cmd(args: argparse.Namespace) -> int:
+    from kairos.stages.runner import plan_stage, run_stage
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise BadInput(f"--root {args.root} is not a directory", "give an existing directory")
+    dirs = stage_dirs(args)
+    if args.analyze:
+        steps = plan_stage(args.stage, root=root, dirs=dirs)
+        if args.json:
+            json.dump([s.to_json() for s in steps], sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        if not steps:
+            print(f"no steps for stage {args.stage}")
+        for i, s in enumerate(steps, 1):
+            plugins = ", ".join(s.plugins) or "nothing"
+            print(f"{i:3}. [{s.stage}] {s.name}  ({plugins})")
+            for cond in s.conditions:
+                print(f"       {cond.splitlines()[0]}")
+        return 0
+    report = run_stage(args.stage, root=root, dirs=dirs, strict=args.strict)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,84 @@
+"""Small filesystem helpers the plugins share."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path, PurePosixPath
+
+log = logging.getLogger("kairos.stages")
+
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+
+def resolve_in_root(root: Path, path: str | os.PathLike[str], *, follow_last: bool = True) -> Path:
+    """`path` (absolute, as seen inside `root`) as a host path, following symlinks inside root."""
+    parts = [p for p in PurePosixPath("/", os.fspath(path)).parts[1:] if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if (parts or follow_last) and candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", str(path))
+            target = os.readlink(candidate)
+            new_parts = [p for p in PurePosixPath(target).parts if p not in ("", ".")]
+            if target.startswith("/"):
+                resolved = []
+                new_parts = new_parts[1:]
+            parts = new_parts + parts
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)
+
+
+def chown(path: Path, uid: int | None, gid: int | None, *, follow: bool = True) -> None:
+    """Change owner; without privileges (a scratch root in tests) a no-op with a debug note."""
+    if uid is None and gid is None:
+        return
+    u = -1 if uid is None else uid
+    g = -1 if gid is None else gid
+    try:
+        os.chown(path, u, g, follow_symlinks=follow)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        log.debug("not root: owner of %s left unchanged (wanted %s:%s)", path, uid, gid)
+
+
+def make_dirs(path: Path, mode: int = DIR_MODE, uid: int | None = None,
+              gid: int | None = None) -> None:
+    """Create `path` and missing parents; only the directories created get mode and owner."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue
+        os.chmod(directory, mode)
+        chown(directory, uid, gid)
+
+
+def write_file(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write through an existing file (or symlink target) like yip; create it otherwise."""
+    existed = path.exists()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+    elif not existed:
+        os.chmod(path, FILE_MODE)

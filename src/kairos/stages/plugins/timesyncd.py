@@ -1,0 +1,47 @@
+"""`timesyncd`: set [Time] keys in /etc/systemd/timesyncd.conf.d/10-yip.conf."""
+
+from __future__ import annotations
+
+from kairos.stages.context import Context
+from kairos.stages.fields import as_str_map
+from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.model import Step
+
+KEYS = ("timesyncd",)
+CONF = "/etc/systemd/timesyncd.conf.d/10-yip.conf"
+
+
+def parse(step: Step) -> dict[str, str]:
+    return as_str_map(step.payloads.get("timesyncd"), "timesyncd")
+
+
+def merge_time_section(text: str, values: dict[str, str]) -> str:
+    """`text` (an INI file) with `values` set in its [Time] section, other lines kept."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[Time]"), -1)
+    if start < 0:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.append("[Time]")
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("[")),
+               len(lines))
+    pending = dict(values)
+    for i in range(start + 1, end):
+        key = lines[i].split("=", 1)[0].strip()
+        if "=" in lines[i] and key in pending:
+            lines[i] = f"{key}={pending.pop(key)}"
+    insert = [f"{k}={v}" for k, v in pending.items()]
+    lines[end:end] = insert
+    return "\n".join(lines) + "\n"
+
+
+def apply(step: Step, ctx: Context) -> None:
+    values = parse(step)
+    if not values:
+        return
+    target = ctx.path(CONF)
+    make_dirs(target.parent)
+    current = target.read_text() if target.exists() else ""
+    write_file(target, merge_time_section(current, values).encode())
+    ctx.logger.info("timesyncd: wrote %s", CONF)

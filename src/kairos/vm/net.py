@@ -1,0 +1,55 @@
+"""Host-side networking for guests: free ports and SSH reachability on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+
+# Options for throw-away guests: their host keys change with every image, so no known_hosts;
+# BatchMode so a missing key fails at once instead of prompting for a password.
+SSH_OPTIONS: tuple[str, ...] = (
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "BatchMode=yes",
+    "-o", "ConnectTimeout=5",
+    "-o", "LogLevel=ERROR",
+)
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port nobody listens on right now (the kernel picks it; a race is possible,
+    so the VM retries with a new one if QEMU cannot bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ssh_banner(port: int, host: str = LOCALHOST, timeout: float = 3.0) -> str | None:
+    """The guest sshd's identification line, or None.
+
+    QEMU's user network accepts the TCP connection on the forwarded port even when nothing
+    listens in the guest, so only a banner proves that sshd is up.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            data = sock.recv(256)
+    except OSError:
+        return None
+    line = data.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+    return line if line.startswith("SSH-") else None
+
+
+def ssh_argv(port: int, user: str, key: Path, command: str,
+             host: str = LOCALHOST) -> list[str]:
+    """The OpenSSH client command line for one remote command."""
+    return ["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port), f"{user}@{host}", command]
+
+
+def ssh_hint(port: int, user: str, key: Path | None = None, host: str = LOCALHOST) -> str:
+    """The line a person copies into a terminal to log into the guest."""
+    ident = f" -i {key}" if key else ""
+    return (f"ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null{ident}"
+            f" -p {port} {user}@{host}")

@@ -1,0 +1,56 @@
+"""Helpers shared by the tests (imported as `tests.helpers`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kairos.vm.machine import VM
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CACHE_DIR = os.environ.get("KAIROS_CACHE_DIR", "/var/cache/kairos")
+BOOT_TIMEOUT = 600.0
+
+
+def kairos(*args: str, check: bool = True, env: dict[str, str] | None = None,
+           timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """Run the `kairos` CLI as a user would (a separate process)."""
+    full_env = dict(os.environ, KAIROS_CACHE_DIR=CACHE_DIR)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "kairos", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kairos {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def write_cloud_config(path: Path, pubkey: Path, extra: str = "") -> Path:
+    path.write_text(
+        "#cloud-config\n"
+        "hostname: kairos-test\n"
+        "users:\n"
+        "  - name: kairos\n"
+        "    groups: [admin]\n"
+        "    ssh_authorized_keys:\n"
+        f"      - {pubkey.read_text().strip()}\n" + extra)
+    return path
+
+
+def copy_disk(src: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "--sparse=always", str(src), str(dest)], check=True)
+    return dest
+
+
+def state(vm: VM) -> dict[str, object]:
+    res = vm.ssh("kairos state --json")
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+__all__ = ["BOOT_TIMEOUT", "CACHE_DIR", "ROOT", "SHARED", "copy_disk", "kairos", "state",
+           "write_cloud_config"]

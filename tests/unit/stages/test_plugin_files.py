@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+
+import pytest
+
+from kairos.stages.context import Context, PluginError
+from kairos.stages.fields import PayloadError
+from kairos.stages.plugins import files
+
+from .helpers import make_step
+
+
+def test_plain_file_with_mode_owner_and_parents(ctx: Context) -> None:
+    files.apply(make_step(files=[{"path": "/etc/systemd/network/20-dhcp.network",
+                                  "content": "[Match]\nName=en*\n", "permissions": 0o600,
+                                  "owner": 1, "group": 1}]), ctx)
+    target = ctx.root / "etc/systemd/network/20-dhcp.network"
+    assert target.read_text() == "[Match]\nName=en*\n"
+    assert target.stat().st_mode & 0o7777 == 0o600
+    if os.geteuid() == 0:
+        assert (target.stat().st_uid, target.stat().st_gid) == (1, 1)
+
+
+@pytest.mark.parametrize("encoding", ["b64", "base64", "gz", "gzip", "gz+b64", "gzip+base64",
+                                      "base64+gz"])
+def test_encodings(ctx: Context, encoding: str) -> None:
+    data = b"binary \x00\xff payload"
+    if encoding in ("gz", "gzip"):
+        content = gzip.compress(data).decode("latin-1")
+    elif "gz" in encoding:
+        content = base64.b64encode(gzip.compress(data)).decode()
+    else:
+        content = base64.b64encode(data).decode()
+    files.apply(make_step(files=[{"path": "/out", "content": content, "encoding": encoding}]),
+                ctx)
+    assert (ctx.root / "out").read_bytes() == data
+
+
+def test_permissions_as_octal_string_and_default(ctx: Context) -> None:
+    files.apply(make_step(files=[{"path": "/a", "content": "a", "permissions": "0640"},
+                                 {"path": "/b", "content": "b"}]), ctx)
+    assert (ctx.root / "a").stat().st_mode & 0o7777 == 0o640
+    assert (ctx.root / "b").stat().st_mode & 0o7777 == 0o644
+
+
+def test_owner_string_is_looked_up_in_the_root(ctx: Context) -> None:
+    files.apply(make_step(files=[{"path": "/d", "content": "x", "owner_string": "daemon:users"}]),
+                ctx)
+    if os.geteuid() == 0:
+        st = (ctx.root / "d").stat()
+        assert (st.st_uid, st.st_gid) == (1, 100)
+    with pytest.raises(PluginError, match="user 'ghost' does not exist"):
+        files.apply(make_step(files=[{"path": "/e", "content": "x", "owner_string": "ghost"}]),
+                    ctx)
+
+
+def test_content_templates_and_symlinks_stay_inside_root(ctx: Context) -> None:
+    (ctx.root / "usr/local/etc").mkdir(parents=True)
+    (ctx.root / "etc/hostname").symlink_to("/usr/local/etc/hostname")
+    files.apply(make_step(files=[{"path": "/etc/hostname",
+                                  "content": "{{ .Values.os.vendor }}-host"}]), ctx)
+    assert (ctx.root / "usr/local/etc/hostname").read_text() == "debian-host"
+    assert (ctx.root / "etc/hostname").is_symlink()
+
+
+def test_bad_payloads() -> None:
+    with pytest.raises(PayloadError, match="needs a path"):
+        files.parse(make_step(files=[{"content": "x"}]))
+    with pytest.raises(PayloadError, match="encoding"):
+        files.parse(make_step(files=[{"path": "/x", "encoding": "rot13"}]))
