@@ -40,6 +40,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "busybox": "busybox-static",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "ssh-keyscan": "openssh-client",
     "cpio": "cpio",
     "zstd": "zstd",
 }

@@ -197,6 +197,13 @@ def test_cli_without_tty_prints_serial_and_cleans_up_on_sigterm(blank_disk: Path
                             stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stderr is not None
+        err = ""
+        while "kairos@127.0.0.1" not in err:  # the ssh line is printed once QEMU runs
+            line = proc.stderr.readline().decode()
+            assert line, f"kairos vm ended early: {err}"
+            err += line
+        assert "ssh -o StrictHostKeyChecking=no" in err
+        pid = int(re.search(r"QEMU pid (\d+)", err).group(1))  # type: ignore[union-attr]
         seen = b""
         deadline = time.monotonic() + 120
         while b"SeaBIOS" not in seen and time.monotonic() < deadline:
@@ -204,9 +211,6 @@ def test_cli_without_tty_prints_serial_and_cleans_up_on_sigterm(blank_disk: Path
         assert b"SeaBIOS" in seen
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) != 0
-        err = proc.stderr.read().decode()
-        assert "ssh -o StrictHostKeyChecking=no" in err and "kairos@127.0.0.1" in err
-        pid = int(re.search(r"QEMU pid (\d+)", err).group(1))  # type: ignore[union-attr]
         assert gone(pid)
     finally:
         proc.kill()

@@ -55,11 +55,11 @@ def test_root_is_read_only_and_etc_var_are_overlays(vm: VM) -> None:
 def test_state_reports_active_boot(vm: VM) -> None:
     st = state(vm)
     assert st["boot"] == "active_boot"
-    parts = st["partitions"]
-    assert isinstance(parts, dict)
-    assert parts["persistent"]["mount_point"] == "/usr/local"
-    assert parts["oem"]["mount_point"] == "/oem"
-    assert parts["state"]["read_only"] is True
+    # Kairos's layout of `state`: one block per partition at the top level
+    assert st["persistent"]["mount_point"] == "/usr/local"  # type: ignore[index]
+    assert st["oem"]["mount_point"] == "/oem"  # type: ignore[index]
+    assert st["state"]["read_only"] is True  # type: ignore[index]
+    assert st["state"]["mount_point"] == "/run/initramfs/cos-state"  # type: ignore[index]
     assert vm.ssh("kairos state get boot").stdout.strip() == "active_boot"
 
 

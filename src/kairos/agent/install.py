@@ -7,17 +7,14 @@ GRUB for BIOS and UEFI, and makes sure it all reached the disk before returning.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from kairos.boot import grubenv
 from kairos.boot.grubcfg import GrubCfgOptions, render_grub_cfg
@@ -47,66 +44,25 @@ GRUB_SQUASHFS_COMPRESSION = {1: "gzip", 3: "lzo", 4: "xz"}
 SQUASHFS_COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
 
 
-def _load_schema_validator() -> Callable[[Path], Any] | None:
-    """kairos.config.validate.validate_file when that module is part of this install."""
-    try:
-        module = importlib.import_module("kairos.config.validate")
-    except ModuleNotFoundError as exc:
-        if exc.name == "kairos.config.validate":
-            return None
-        raise
-    func = getattr(module, "validate_file", None)
-    return func if callable(func) else None
-
-
-_SCHEMA_VALIDATOR = _load_schema_validator()
 
 
 def validate_cloud_config(path: Path) -> None:
-    """A cloud-config must start with `#cloud-config`, parse as YAML to a mapping, and pass
-    the schema check when kairos.config.validate is available."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"cloud-config {path} does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read cloud-config {path}: {exc}", "give a UTF-8 text file") \
-            from None
-    if not text.startswith("#cloud-config"):
-        raise BadInput(f"{path} does not start with '#cloud-config'",
-                       "make '#cloud-config' the first line, as Kairos requires")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"{path}{where}: invalid YAML: {problem}", "fix the YAML syntax") \
-            from None
-    if data is not None and not isinstance(data, dict):
-        raise BadInput(f"{path}: a cloud-config must be a YAML mapping, not "
-                       f"{type(data).__name__}", "write 'key: value' pairs at the top level")
-    if _SCHEMA_VALIDATOR is not None:
-        _schema_check(path, _SCHEMA_VALIDATOR(path))
-
-
-def _schema_check(path: Path, result: Any) -> None:
-    """Turn the schema validator's result (diagnostics with `errors`/`warnings`) into one
-    BadInput for the first error; warnings (unknown keys) are only logged."""
-    for warning in getattr(result, "warnings", None) or []:
+    """Refuse a cloud-config with errors before anything is written: the first error names
+    file, line, column and key; unknown keys (warnings) are only logged."""
+    from kairos.config.validate import validate_file
+    if not path.is_file():
+        raise BadInput(f"cloud-config {path} does not exist", "check the path")
+    result = validate_file(path)
+    for warning in result.warnings:
         log.warning("%s", warning)
-    errors = getattr(result, "errors", None)
-    if errors is None and isinstance(result, list | tuple):
-        errors = result
-    if not errors:
-        return
-    first = errors[0]
-    message = str(getattr(first, "message", first))
-    line = getattr(first, "line", 0)
-    key = getattr(first, "path", "")
-    where = f"{path}:{line}" if line else str(path)
-    raise BadInput(f"{where}: {key + ': ' if key else ''}{message}",
-                   getattr(first, "hint", "") or "run 'kairos config validate' on it")
+    if result.errors:
+        first = result.errors[0]
+        more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+        text = str(first)
+        if first.hint and text.endswith(f" (hint: {first.hint})"):
+            text = text[: -len(f" (hint: {first.hint})")]
+        raise BadInput(text + more,
+                       first.hint or f"fix it; 'kairos config validate {path}' lists every problem")
 
 
 def check_slot_image(path: Path, what: str) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kairos.envfile import parse_env
 from kairos.errors import BadInput
 from kairos.run import run
 
@@ -213,27 +213,11 @@ def read_lsblk() -> str:
 # -- release, identity, system -----------------------------------------------------------
 
 
-def parse_release(text: str) -> dict[str, str]:
-    """KEY="value" lines (os-release syntax); quotes and escapes as a shell reads them."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        try:
-            words = shlex.split(raw)
-        except ValueError:
-            words = [raw.strip("\"'")]
-        values[key.strip()] = " ".join(words)
-    return values
-
-
 def detect_kairos(root: Path) -> dict[str, Any]:
     """KAIROS_* keys of /etc/kairos-release (older images: /etc/os-release), lower-cased."""
-    release = parse_release(_read(root / "etc/kairos-release"))
+    release = parse_env(_read(root / "etc/kairos-release"))
     if not any(k.startswith("KAIROS_") for k in release):
-        release = parse_release(_read(root / "etc/os-release"))
+        release = parse_env(_read(root / "etc/os-release"))
     info: dict[str, Any] = dict.fromkeys(KAIROS_KEYS, "")
     for key, value in release.items():
         if key.startswith("KAIROS_"):
@@ -271,7 +255,7 @@ def detect_uuid(root: Path) -> str:
 
 
 def detect_system(root: Path) -> dict[str, Any]:
-    os_release = parse_release(_read(root / "etc/os-release"))
+    os_release = parse_env(_read(root / "etc/os-release"))
     # The kernel's hostname is the live one; /etc/hostname only what the next boot would set.
     hostname = (_read(root / "proc/sys/kernel/hostname").strip()
                 or _read(root / "etc/hostname").strip())

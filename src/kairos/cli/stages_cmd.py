@@ -1,4 +1,8 @@
-"""`kairos run-stage STAGE`: run a cloud-config stage (STAGE.before, STAGE, STAGE.after)."""
+"""`kairos run-stage STAGE`: run a cloud-config stage (STAGE.before, STAGE, STAGE.after).
+
+Sources: the stage files, then the kernel command line (its config_url document and its
+`stages.…=` dot notation); `--cmdline` replaces /proc/cmdline, `--cmdline ""` skips it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kairos.errors import BadInput
+
+if TYPE_CHECKING:
+    from kairos.stages.runner import UrlFetch
 
 
 def register(sub: Any) -> None:
@@ -16,7 +23,9 @@ def register(sub: Any) -> None:
         "run-stage",
         help="run a cloud-config stage from the stage files",
         description="Run STAGE.before, STAGE and STAGE.after from /system/oem, /oem and "
-                    "/usr/local/cloud-config (below --root). Give STAGE before the path options.",
+                    "/usr/local/cloud-config (below --root), then from the kernel command line: "
+                    "the config at config_url= / kairos.config_url= and stages given as "
+                    "stages.STAGE[0].PLUGIN...=VALUE. Give STAGE before the path options.",
     )
     p.add_argument("stage", metavar="STAGE", help="stage name, e.g. boot, network, initramfs")
     p.add_argument("--analyze", "-a", action="store_true",
@@ -29,8 +38,42 @@ def register(sub: Any) -> None:
                    help="more files or directories to read after the default ones")
     p.add_argument("--override-cloud-init-paths", nargs="+", action="extend", default=[],
                    metavar="P", help="read only these files or directories")
+    p.add_argument("--cmdline", metavar="TEXT", default=None,
+                   help="use TEXT as the kernel command line instead of ROOT/proc/cmdline "
+                        "('' for none)")
+    # defaults live in kairos.stages.runner.UrlFetch (short: a boot must not wait on them)
+    p.add_argument("--url-timeout", type=_seconds, default=None, metavar="S",
+                   help="seconds per try to fetch the command line's config_url (default 5)")
+    p.add_argument("--url-tries", type=_tries, default=None, metavar="N",
+                   help="tries to fetch the command line's config_url, 0 to not fetch it "
+                        "(default 2)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_stage_cmd)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds from 0 to 600")
+    return value
+
+
+def _tries(text: str) -> int:
+    if not text.isdigit() or int(text) > 10:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of tries from 0 to 10")
+    return int(text)
+
+
+def url_fetch(args: argparse.Namespace) -> UrlFetch:
+    from kairos.stages.runner import UrlFetch
+
+    default = UrlFetch()
+    tries = default.tries if args.url_tries is None else args.url_tries
+    return UrlFetch(timeout=args.url_timeout or default.timeout, tries=max(tries, 1),
+                    delay=default.delay, enabled=tries > 0)
 
 
 def _paths(values: list[str]) -> list[str]:
@@ -55,8 +98,10 @@ def run_stage_cmd(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise BadInput(f"--root {args.root} is not a directory", "give an existing directory")
     dirs = stage_dirs(args)
+    fetch = url_fetch(args)
     if args.analyze:
-        steps = plan_stage(args.stage, root=root, dirs=dirs)
+        steps = plan_stage(args.stage, root=root, dirs=dirs, cmdline=args.cmdline,
+                           url_fetch=fetch)
         if args.json:
             json.dump([s.to_json() for s in steps], sys.stdout, indent=2)
             sys.stdout.write("\n")
@@ -65,11 +110,14 @@ def run_stage_cmd(args: argparse.Namespace) -> int:
             print(f"no steps for stage {args.stage}")
         for i, s in enumerate(steps, 1):
             plugins = ", ".join(s.plugins) or "nothing"
-            print(f"{i:3}. [{s.stage}] {s.name}  ({plugins})")
+            # the source when the name does not already say it (named docs, cmdline, URLs)
+            origin = "" if s.name.startswith(f"{s.source}.") else f"  from {s.source}"
+            print(f"{i:3}. [{s.stage}] {s.name}  ({plugins}){origin}")
             for cond in s.conditions:
                 print(f"       {cond.splitlines()[0]}")
         return 0
-    report = run_stage(args.stage, root=root, dirs=dirs, strict=args.strict)
+    report = run_stage(args.stage, root=root, dirs=dirs, strict=args.strict,
+                       cmdline=args.cmdline, url_fetch=fetch)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

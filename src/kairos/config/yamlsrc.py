@@ -186,6 +186,8 @@ def _hint(problem: str, context: str, line_text: str) -> str:
         return "YAML indents with spaces only; replace the tab"
     if "defined twice" in p:
         return "keep one of the two keys"
+    if "is never closed with" in p:
+        return "add the closing bracket at the end of the list or map"
     if "never closed" in p:
         return "add the closing quote at the end of the value"
     if "mapping values are not allowed" in p:
@@ -210,6 +212,12 @@ def _error_from(exc: yaml.YAMLError, name: str, text: str) -> YamlError:
         if exc.context_mark and "quoted scalar" in (exc.context or ""):
             mark = exc.context_mark  # point at the opening quote, not the end of the file
             exc.problem = "this quoted value is never closed (" + (exc.problem or "") + ")"
+        elif (exc.context_mark and "flow" in (exc.context or "")
+              and exc.problem_mark and exc.problem_mark.line > exc.context_mark.line):
+            # An unclosed [ or { is reported where the file ends: point at the bracket.
+            mark = exc.context_mark
+            opener, closer = ("[", "]") if "sequence" in (exc.context or "") else ("{", "}")
+            exc.problem = f"this '{opener}' is never closed with '{closer}'"
         line = mark.line + 1 if mark else 0
         col = mark.column + 1 if mark else 0
         problem = exc.problem or exc.context or "invalid YAML"

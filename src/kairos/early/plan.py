@@ -4,8 +4,9 @@ layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by 
 from __future__ import annotations
 
 import contextlib
-import shlex
 from dataclasses import dataclass, field
+
+from kairos.envfile import parse_env as parse_env  # re-exported for early/main.py
 
 # Kairos's defaults (its bundled 00_rootfs.yaml): ephemeral overlays and persistent binds.
 DEFAULT_RW_PATHS = ("/var", "/etc", "/srv")
@@ -82,23 +83,6 @@ def parse_cmdline(text: str) -> BootParams:
             init = value
     return BootParams(_mode_for(label, set(tokens)), image, overlay, tuple(mounts), debugrw,
                       oem_label, oem_timeout, init)
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """Read a shell-style KEY="value" file (what the environment_file plugin writes)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        key = key.removeprefix("export ").strip()
-        try:
-            parts = shlex.split(raw)
-        except ValueError:
-            parts = [raw.strip("'\"")]
-        env[key] = " ".join(parts)
-    return env
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from kairos.disk.mounts import chroot_mounts
 from kairos.errors import BadInput, KairosError
 from kairos.factory.bases import BaseSpec
 from kairos.run import require, run
+from kairos.stages.sysinfo import os_release as os_release  # re-exported for build.py
 
 log = logging.getLogger("kairos.factory")
 
@@ -59,18 +60,6 @@ def acquire(spec: BaseSpec, dest: Path, *, mirror: str | None, packages: list[st
     if not (dest / "etc").is_dir() or not (dest / "usr").is_dir():
         raise BadInput(f"base {spec} does not look like a root filesystem (no /etc or /usr)",
                        "give the root of a Linux distribution tree")
-
-
-def os_release(root: Path) -> dict[str, str]:
-    from kairos.early.plan import parse_env
-    for rel in ("etc/os-release", "usr/lib/os-release"):
-        p = root / rel
-        if p.is_file() or p.is_symlink():
-            try:
-                return parse_env(p.read_text())
-            except OSError:
-                continue
-    return {}
 
 
 def missing_packages(root: Path, packages: list[str]) -> list[str]:

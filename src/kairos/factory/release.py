@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from kairos import __version__
+from kairos.envfile import render_env
 from kairos.errors import BadInput
 
 SEMVER = re.compile(
@@ -59,13 +60,4 @@ class Release:
         }
 
     def render(self) -> str:
-        return "".join(f'{k}="{v}"\n' for k, v in self.fields().items())
-
-
-def parse_release(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and not key.startswith("#"):
-            out[key.strip()] = value.strip().strip('"')
-    return out
+        return render_env(self.fields())

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import yaml
@@ -15,7 +17,7 @@ from kairos.stages.accounts import (
     free_id,
     shadow_password,
 )
-from kairos.stages.context import Context, PluginError
+from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_int, as_map_list, as_str
 
 KIND_FILES = {"user": "passwd", "shadow": "shadow", "group": "group", "gshadow": "gshadow"}
@@ -114,3 +116,18 @@ def delete(ctx: Context, entity: Entity) -> None:
     table = table_for(ctx, entity)
     if table.delete(entity.name):
         table.save()
+
+
+def _load_then(ctx: Context, path: str, text: str,
+               action: Callable[[Context, Entity], None]) -> None:
+    action(ctx, load_entity(ctx, path, text))
+
+
+def apply_each(ctx: Context, key: str, entries: list[tuple[str, str]],
+               action: Callable[[Context, Entity], None]) -> None:
+    """`action` (ensure or delete) on every entity of a step; one bad entity does not stop
+    the others, and all failures are reported together under the plugin's `key`."""
+    failures = Failures(key, ctx.logger)
+    for i, (path, text) in enumerate(entries):
+        failures.attempt(f"entity {i}", partial(_load_then, ctx, path, text, action))
+    failures.raise_if_any()

@@ -11,6 +11,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from kairos.envfile import parse_env
 from kairos.stages.fsutil import resolve_in_root
 
 # Architecture names as Go's GOARCH spells them: stage files say `only_arch: amd64`.
@@ -26,21 +27,6 @@ GO_ARCH = {
 def go_arch(machine: str | None = None) -> str:
     machine = machine or platform.machine()
     return GO_ARCH.get(machine, machine)
-
-
-def parse_env_lines(text: str) -> dict[str, str]:
-    """KEY=value lines as in os-release (quotes removed, comments skipped)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
 
 
 def read_text(path: Path) -> str:
@@ -59,7 +45,7 @@ def os_release(root: Path) -> dict[str, str]:
     for rel in ("etc/os-release", "usr/lib/os-release"):
         text = read_in_root(root, rel)
         if text:
-            return parse_env_lines(text)
+            return parse_env(text)
     return {}
 
 

@@ -236,11 +236,6 @@ def test_secureboot_efivar(device: Path) -> None:
     assert st.detect_secureboot(device) is False
 
 
-def test_parse_release_quoting() -> None:
-    got = st.parse_release('A="x y"\nB=\'z\'\nC=plain\n# D=no\nE="a \\"q\\""\nbroken line\n')
-    assert got == {"A": "x y", "B": "z", "C": "plain", "E": 'a "q"'}
-
-
 def test_query_paths() -> None:
     data = {"boot": "active_boot", "oem": {"mount_point": "/oem", "found": True}}
     assert st.query(data, "boot") == "active_boot"

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from kairos.envfile import parse_env
 from kairos.errors import BadInput
-from kairos.factory.release import Release, normalize_version, parse_release
+from kairos.factory.release import Release, normalize_version
 
 
 @pytest.mark.parametrize("given,want", [("1.2.3", "v1.2.3"), ("v0.1.0", "v0.1.0"),
@@ -20,7 +21,7 @@ def test_bad_versions(bad: str) -> None:
 
 def test_release_file_has_the_kairos_keys() -> None:
     rel = Release(version="v1.2.3", flavor="debian", flavor_release="12")
-    parsed = parse_release(rel.render())
+    parsed = parse_env(rel.render())
     for key in ("KAIROS_ID", "KAIROS_NAME", "KAIROS_VERSION", "KAIROS_FLAVOR",
                 "KAIROS_FLAVOR_RELEASE", "KAIROS_VARIANT", "KAIROS_ARCH", "KAIROS_MODEL",
                 "KAIROS_FAMILY", "KAIROS_RELEASE", "KAIROS_TARGETARCH", "KAIROS_ID_LIKE"):

@@ -89,12 +89,10 @@ def test_bundled_stages_run_against_a_scratch_root(device_root: Path,
         failed[stage] = [r.name for r in report.failed]
         hostname = device_root / "etc/hostname"
         hostnames[stage] = hostname.read_text() if hostname.exists() else ""
-    # only what needs real hardware fails: no datasource media, no COS_PERSISTENT disk
-    assert failed["rootfs"] == ["Datasource handling.Pull data from provider",
-                                "Rootfs Layout Settings.Grow persistent"]
-    assert failed["initramfs"] == ["Datasource handling.Pull data from provider"]
-    assert failed["fs"] == failed["boot"] == []
-    assert failed["network"] == ["Datasource handling.Pull data from provider"]
+    # only what needs real hardware fails: no COS_PERSISTENT disk. Finding no datasource
+    # media is the usual boot, not a failure.
+    assert failed["rootfs"] == ["Rootfs Layout Settings.Grow persistent"]
+    assert failed["initramfs"] == failed["fs"] == failed["boot"] == failed["network"] == []
 
     r = device_root
     # environment: the layout env immucore reads

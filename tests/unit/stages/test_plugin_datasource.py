@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from kairos.stages.context import Context, PluginError
 from kairos.stages.plugins import datasource
+from kairos.stages.runner import run_stage
 
 from .helpers import make_step
 
@@ -23,13 +25,128 @@ def test_file_provider_writes_to_run_config(ctx: Context) -> None:
     assert (ctx.root / "run/config/userdata.yaml").read_text() == USERDATA
 
 
-def test_nothing_found_is_a_failure_naming_providers(ctx: Context,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def no_media(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasource, "find_labeled", lambda label: [])
     monkeypatch.setattr(datasource, "cd_drives", lambda: [])
-    with pytest.raises(PluginError, match=r"no user data found \(tried cdrom\)"):
+
+
+def test_nothing_found_is_the_normal_case(ctx: Context, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    no_media(monkeypatch)
+    with caplog.at_level(logging.DEBUG, logger=ctx.logger.name):
         datasource.apply(make_step(datasource={"providers": ["cdrom", "aws", "gcp"],
                                                "path": "/oem/95_userdata"}), ctx)
+    assert not (ctx.root / "oem/95_userdata").exists()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.INFO, "datasource: no user data found (tried cdrom)") in messages
+    assert (logging.INFO, "datasource: providers aws, gcp are not supported here; skipped") \
+        in messages
+    assert all(level < logging.WARNING for level, _ in messages), messages
+
+
+def test_only_unsupported_providers_is_not_a_failure(ctx: Context,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger=ctx.logger.name):
+        datasource.apply(make_step(datasource={"providers": ["aws", "azure"]}), ctx)
+    assert "no supported provider given" in caplog.text
+    assert all(r.levelno < logging.WARNING for r in caplog.records)
+
+
+def test_missing_file_source_is_not_a_failure(ctx: Context) -> None:
+    datasource.apply(make_step(datasource={"providers": ["file"], "path": "/srv/none.yaml"}),
+                     ctx)
+    assert not (ctx.root / "run/config").exists()
+
+
+def test_unreadable_labelled_volume_is_a_failure(ctx: Context,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(device: str, files: tuple[str, ...]) -> bytes | None:
+        raise PluginError(f"{device}: cannot be mounted (bad superblock)")
+
+    monkeypatch.setattr(datasource, "find_labeled", lambda label: ["/dev/vdb"])
+    monkeypatch.setattr(datasource, "cd_drives", lambda: ["/dev/sr0"])
+    monkeypatch.setattr(datasource, "read_from_device", broken)
+    with pytest.raises(PluginError) as err:
+        datasource.apply(make_step(datasource={"providers": ["cdrom"]}), ctx)
+    # the labelled volume is the error; the unlabelled (empty) CD drive is not mentioned
+    assert err.value.message == "/dev/vdb: cannot be mounted (bad superblock)"
+
+
+def test_empty_cd_drive_is_not_a_failure(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_medium(device: str, files: tuple[str, ...]) -> bytes | None:
+        raise PluginError(f"{device}: cannot be mounted (no medium found)")
+
+    monkeypatch.setattr(datasource, "find_labeled", lambda label: [])
+    monkeypatch.setattr(datasource, "cd_drives", lambda: ["/dev/sr0"])
+    monkeypatch.setattr(datasource, "read_from_device", no_medium)
+    datasource.apply(make_step(datasource={"providers": ["cdrom"]}), ctx)
+
+
+def test_data_on_a_later_volume_wins_over_an_unreadable_one(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read(device: str, files: tuple[str, ...]) -> bytes | None:
+        if device == "/dev/vdb":
+            raise PluginError("/dev/vdb: cannot be mounted (bad superblock)")
+        return USERDATA.encode()
+
+    monkeypatch.setattr(datasource, "find_labeled", lambda label: ["/dev/vdb", "/dev/vdc"])
+    monkeypatch.setattr(datasource, "cd_drives", lambda: [])
+    monkeypatch.setattr(datasource, "read_from_device", read)
+    datasource.apply(make_step(datasource={"providers": ["cdrom"],
+                                           "path": "/oem/95_userdata"}), ctx)
+    assert (ctx.root / "oem/95_userdata/userdata.yaml").read_text() == USERDATA
+
+
+def test_unreadable_file_source_is_a_failure(ctx: Context,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (ctx.root / "srv").mkdir()
+    target = ctx.root / "srv/ud.yaml"
+    target.write_text(USERDATA)
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == target:  # root reads through any mode bits; fail the read directly
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(PluginError, match=r"/srv/ud\.yaml: cannot be read \(Permission denied\)"):
+        datasource.apply(make_step(datasource={"providers": ["file"], "path": "/srv/ud.yaml"}),
+                         ctx)
+
+
+def test_volume_that_cannot_be_mounted(tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-filesystem.img"
+    garbage.write_bytes(b"\0" * 65536)
+    with pytest.raises(PluginError, match=r"not-a-filesystem\.img: cannot be mounted"):
+        datasource.read_from_device(str(garbage), ("user-data",))
+
+
+def test_in_a_stage_no_datasource_counts_as_a_successful_step(
+        root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    no_media(monkeypatch)
+    (root / "system/oem").mkdir(parents=True)
+    (root / "system/oem/00_datasource.yaml").write_text(
+        "name: Datasource\nstages:\n  rootfs.before:\n  - name: pull\n    datasource:\n"
+        "      providers: [aws, gcp, openstack, cdrom]\n      path: /oem/95_userdata\n")
+    with caplog.at_level(logging.DEBUG):
+        report = run_stage("rootfs", root=root, cmdline="")
+    assert report.ok and [r.name for r in report.run] == ["Datasource.pull"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_failed_save_fails_the_step(root: Path) -> None:
+    (root / "srv").mkdir()
+    (root / "srv/ud.yaml").write_text(USERDATA)
+    (root / "run").mkdir()
+    (root / "run/config").write_text("a file where the directory should be")
+    (root / "oem").mkdir()
+    (root / "oem/00.yaml").write_text(
+        "stages:\n  boot:\n  - name: pull\n    datasource: {providers: [file], "
+        "path: /srv/ud.yaml}\n")
+    report = run_stage("boot", root=root, cmdline="")
+    assert [r.name for r in report.failed] == ["/oem/00.yaml.pull"]
+    assert report.failed[0].detail.startswith("datasource: ")
 
 
 def test_script_userdata_runs(ctx: Context) -> None:

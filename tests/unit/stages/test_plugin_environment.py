@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 
+from kairos.envfile import parse_env
 from kairos.stages.context import Context
 from kairos.stages.plugins import environment
 
@@ -26,7 +27,7 @@ def test_custom_file_layout_env_round_trips_through_sh(ctx: Context) -> None:
         out = subprocess.run(["sh", "-c", f'. "{target}"; printf %s "${key}"'],
                              capture_output=True, text=True, check=True).stdout
         assert out == value
-    assert environment.parse_env(target.read_text()) == values
+    assert parse_env(target.read_text()) == values
 
 
 def test_environment_file_alone_does_nothing(ctx: Context) -> None:

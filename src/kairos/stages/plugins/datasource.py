@@ -2,7 +2,12 @@
 
 Implemented providers: `cdrom` (NoCloud: a filesystem labelled cidata/CIDATA, or a CD drive,
 holding `user-data`), `config-drive` (label config-2, openstack/latest/user_data) and `file`
-(the file at `path`). Cloud metadata services are not implemented here and say so.
+(the file at `path`), tried in the order listed. Cloud metadata services are not
+implemented here; they are noted at info level and skipped.
+
+Most machines have no datasource at all, so "no user data found" is logged at info level and
+the step succeeds. Only a real error fails it: a labelled volume that cannot be mounted or
+read, an unreadable `file`, user data that cannot be saved, a user-data script that fails.
 
 The data lands in `path` (a directory, /run/config by default) as `userdata`, and as
 `userdata_name` (default userdata.yaml) when it is a config, so the next stage run picks it
@@ -11,7 +16,6 @@ up; a `#!` script is saved and run instead, as yip does.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import shlex
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from kairos.errors import KairosError
+from kairos.errors import CommandFailed, KairosError
 from kairos.run import run
 from kairos.stages.context import Context, PluginError
 from kairos.stages.fields import as_map, as_str, as_str_list
@@ -64,10 +68,12 @@ def cd_drives() -> list[str]:
 
 
 def read_from_device(device: str, files: tuple[str, ...]) -> bytes | None:
-    """Mount `device` read-only (iso9660, then vfat) and return the first file found."""
+    """Mount `device` read-only (iso9660, then vfat) and return the first file found, or
+    None when it has none of them. Raises PluginError when it cannot be mounted or read."""
     from kairos.disk.mounts import mount, tempdir
 
     loop = ["loop"] if Path(device).is_file() else []
+    reason = ""
     with tempdir(prefix="kairos-datasource-") as mnt:
         for fstype in ("iso9660", "vfat"):
             try:
@@ -75,22 +81,52 @@ def read_from_device(device: str, files: tuple[str, ...]) -> bytes | None:
                     for name in files:
                         candidate = mnt / name
                         if candidate.is_file():
-                            return candidate.read_bytes()
+                            try:
+                                return candidate.read_bytes()
+                            except OSError as exc:
+                                raise PluginError(f"{device}: cannot read {name} "
+                                                  f"({exc.strerror or exc})") from None
                     return None
-            except KairosError:
-                continue
-    return None
+            except PluginError:
+                raise
+            except CommandFailed as exc:  # mount's first line says why; its last is boilerplate
+                lines = [ln.strip() for ln in exc.stderr_tail.splitlines() if ln.strip()]
+                reason = lines[0].removeprefix("mount: ") if lines else exc.message
+            except KairosError as exc:
+                reason = exc.message
+    raise PluginError(f"{device}: cannot be mounted ({reason})")
 
 
-def from_media(ctx: Context, provider: str) -> tuple[bytes, str] | None:
+def from_media(ctx: Context, provider: str, problems: list[str]) -> tuple[bytes, str] | None:
+    """User data from a volume labelled for `provider` (or, for cdrom, any CD). A labelled
+    volume we cannot read is a problem; an empty CD drive or a CD without a seed is not."""
     label, files = MEDIA[provider]
-    devices = find_labeled(label) + (cd_drives() if provider == "cdrom" else [])
-    for device in dict.fromkeys(devices):
-        data = read_from_device(device, files)
+    labelled = find_labeled(label)
+    drives = cd_drives() if provider == "cdrom" else []
+    for device in dict.fromkeys(labelled + drives):
+        try:
+            data = read_from_device(device, files)
+        except PluginError as exc:
+            if device in labelled:
+                problems.append(exc.message)
+            else:
+                ctx.logger.debug("datasource: %s", exc.message)
+            continue
         if data:
             ctx.logger.info("datasource: user data found on %s (%s)", device, provider)
             return data, device
     return None
+
+
+def from_file(ctx: Context, path: str, problems: list[str]) -> tuple[bytes, str] | None:
+    source = ctx.path(path)
+    if not source.is_file():
+        return None
+    try:
+        return source.read_bytes(), path
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        return None
 
 
 def save_userdata(ctx: Context, base: str, data: bytes, name: str) -> None:
@@ -120,26 +156,33 @@ def save_userdata(ctx: Context, base: str, data: bytes, name: str) -> None:
 
 
 def apply(step: Step, ctx: Context) -> None:
+    """Finding no user data is the usual boot (no seed disk, no cloud): that is logged and
+    the step succeeds. Only a source found but unreadable, or saving failing, raises."""
     spec = parse(step)
     if not spec.providers:
         return
+    unsupported = [p for p in spec.providers if p not in (*MEDIA, "file")]
+    if unsupported:
+        ctx.logger.info("datasource: providers %s are not supported here; skipped",
+                        ", ".join(unsupported))
+    problems: list[str] = []
     found: tuple[bytes, str] | None = None
     for provider in spec.providers:
-        if provider in MEDIA and found is None:
-            found = from_media(ctx, provider)
-    if found is None and "file" in spec.providers and spec.path:
-        source = ctx.path(spec.path)
-        with contextlib.suppress(OSError):
-            if source.is_file():
-                found = source.read_bytes(), spec.path
-    unsupported = [p for p in spec.providers if p not in (*MEDIA, "file")]
+        if provider in MEDIA:
+            found = from_media(ctx, provider, problems)
+        elif provider == "file" and spec.path:
+            found = from_file(ctx, spec.path, problems)
+        if found is not None:
+            break
     if found is None:
-        if unsupported:
-            ctx.logger.info("datasource: providers %s are not supported here",
-                            ", ".join(unsupported))
+        if problems:
+            raise PluginError("; ".join(problems))
         tried = [p for p in spec.providers if p not in unsupported]
-        raise PluginError(f"no user data found (tried {', '.join(tried)})" if tried
-                          else "no supported datasource provider given")
+        ctx.logger.info("datasource: no user data found (%s)",
+                        f"tried {', '.join(tried)}" if tried else "no supported provider given")
+        return
+    for problem in problems:  # another source had data; the unreadable one is only noted
+        ctx.logger.info("datasource: %s", problem)
     data, origin = found
     base = spec.path if spec.path and spec.path != origin else CONFIG_PATH
     save_userdata(ctx, base, data, spec.userdata_name)

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kairos.envfile import parse_env
 from kairos.stages.accounts import (
     Accounts,
     ensure_group,
@@ -26,7 +27,7 @@ from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_bool, as_int, as_str, as_str_list
 from kairos.stages.fsutil import chown
 from kairos.stages.model import Step
-from kairos.stages.sysinfo import parse_env_lines, read_text
+from kairos.stages.sysinfo import read_text
 
 KEYS = ("users",)
 
@@ -84,7 +85,7 @@ def parse(step: Step) -> list[User]:
 
 def useradd_defaults(ctx: Context) -> tuple[str, str]:
     """(home base, shell) from the root's /etc/default/useradd, as yip reads them."""
-    env = parse_env_lines(read_text(ctx.path("/etc/default/useradd")))
+    env = parse_env(read_text(ctx.path("/etc/default/useradd")))
     return env.get("HOME") or "/home", env.get("SHELL") or "/bin/sh"
 
 
