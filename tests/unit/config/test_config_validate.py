@@ -60,6 +60,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("yaml syntax error", "users:\n- name: \"kairos\n  passwd: x\n",
      [f"{F}:3:9: this quoted value is never closed (found unexpected end of stream) "
       "(hint: add the closing quote at the end of the value)"]),
+    ("unclosed bracket", "users:\n- name: kairos\n  groups: [admin\n",
+     [f"{F}:4:11: this '[' is never closed with ']' "
+      "(hint: add the closing bracket at the end of the list or map)"]),
     ("top level is a list", "- a\n",
      [f"{F}:2:1: the top level must be a map of keys, got a list "
       "(hint: start with keys such as users:, install: or stages:)"]),
