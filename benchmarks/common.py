@@ -32,7 +32,6 @@ def boot_times(disk: Path, key: Path | None, user: str, boots: int, extra: tuple
         cfg = VMConfig(disk=disk, ssh_key=key, ssh_user=user, extra_args=extra, uefi=uefi,
                        cloud_config=cloud_config, serial_log=disk.with_suffix(f".serial{i}.log"))
         with VM(cfg) as vm:
-            vm.start()
             t = vm.wait_for_ssh(900)
             if key is not None:
                 vm.poweroff(timeout=180)

@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
                    ssh_user=args.user, serial_log=serial)
     try:
         with VM(cfg) as vm:
-            vm.start()
             print(f"booting {args.disk} (serial log: {serial})…", flush=True)
             took = vm.boot_time_to_ssh(args.timeout)
             print(f"SSH as {args.user} after {took:.1f}s; kairos state:", flush=True)
