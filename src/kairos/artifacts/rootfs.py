@@ -10,18 +10,24 @@ from kairos.errors import BadInput
 from kairos.run import require, run
 
 # GRUB 2.06's squash4 reads gzip, xz and lzo; not zstd (it must load the kernel from the slot).
-COMPRESSIONS = ("xz", "gzip")
+# "none" is the default, as in Kairos: measured under QEMU TCG it boots to SSH in ~24 s
+# against ~30 s for xz, and builds in seconds instead of minutes. Downloads are OCI layers,
+# compressed on their own, so only the disk holds the larger slot.
+COMPRESSIONS = ("none", "xz", "gzip")
 
 
-def make_squashfs(tree: Path, out: Path, *, mtime: int, compression: str = "xz") -> Path:
+def make_squashfs(tree: Path, out: Path, *, mtime: int, compression: str = "none") -> Path:
     """Write `tree` as a reproducible squashfs: same tree and mtime, same bytes."""
     if compression not in COMPRESSIONS:
         raise BadInput(f"compression '{compression}' is not supported for slot images",
                        f"use one of {', '.join(COMPRESSIONS)} (GRUB must read the slot)")
     require("mksquashfs")
-    argv = ["mksquashfs", str(tree), str(out), "-noappend", "-comp", compression,
-            "-b", "256K", "-all-time", str(mtime), "-mkfs-time", str(mtime),
-            "-xattrs"]
+    argv = ["mksquashfs", str(tree), str(out), "-noappend", "-b", "256K",
+            "-all-time", str(mtime), "-mkfs-time", str(mtime), "-xattrs"]
+    if compression == "none":
+        argv += ["-noI", "-noD", "-noF", "-noX"]
+    else:
+        argv += ["-comp", compression]
     if compression == "xz":
         argv += ["-Xbcj", "x86"]
     if not sys.stderr.isatty():

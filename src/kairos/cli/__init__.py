@@ -25,6 +25,20 @@ VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.stages_cmd",
     "kairos.cli.bootentry_cmd",
 )
+# Which module registers each verb: a device runs `kairos run-stage` several times per boot
+# under a slow CPU, so only the chosen verb's module is imported.
+VERB_OWNERS: dict[str, str] = {
+    "build": "kairos.cli.build_cmd",
+    "disk": "kairos.cli.disk_cmd",
+    "install": "kairos.cli.disk_cmd",
+    "vm": "kairos.cli.vm_cmd",
+    "state": "kairos.cli.state_cmd",
+    "config": "kairos.cli.config_cmd",
+    "validate": "kairos.cli.config_cmd",
+    "print-schema": "kairos.cli.config_cmd",
+    "run-stage": "kairos.cli.stages_cmd",
+    "bootentry": "kairos.cli.bootentry_cmd",
+}
 
 log = logging.getLogger("kairos")
 
@@ -36,20 +50,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The verb modules to import: only the verb's own when argv names one, else all."""
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if words and words[0] in VERB_OWNERS:
+        return (VERB_OWNERS[words[0]],)
+    return VERB_MODULES
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="kairos", description="Build, install and run an immutable edge OS.")
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"kairos {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for name in VERB_MODULES:
+    for name in _modules_for(argv) if argv is not None else VERB_MODULES:
         module = importlib.import_module(name)
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
     setup_logging(args.debug)
     func = getattr(args, "func", None)
     if func is None:

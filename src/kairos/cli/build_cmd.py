@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--kernel-package", default="linux-image-amd64")
     p.add_argument("--package", action="append", default=[], dest="packages",
                    help="extra package to install (repeatable)")
-    p.add_argument("--compression", default="xz", choices=["xz", "gzip"])
+    p.add_argument("--compression", default="none", choices=["none", "xz", "gzip"],
+                   help="slot image compression (default none: fastest boot, as Kairos)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-run every step after the base, ignoring cached outputs")
     p.add_argument("--refresh-base", action="store_true", help="fetch the base again")

@@ -7,24 +7,5 @@
 - validate.validate_file / validate_text / validate_document -> Diagnostics
 """
 
-from __future__ import annotations
-
-from kairos.config.cmdline import parse_cmdline
-from kairos.config.collect import CONFIG_DIRS, MergedConfig, collect
-from kairos.config.diagnostic import Diagnostic
-from kairos.config.merge import MergeConflict, merge
-from kairos.config.yamlsrc import YamlError, has_header, load_yaml_file, load_yaml_text
-
-__all__ = [
-    "CONFIG_DIRS",
-    "Diagnostic",
-    "MergeConflict",
-    "MergedConfig",
-    "YamlError",
-    "collect",
-    "has_header",
-    "load_yaml_file",
-    "load_yaml_text",
-    "merge",
-    "parse_cmdline",
-]
+# Modules are imported where used (kairos.config.collect, .validate, …): this package is
+# imported in early boot, where every module loaded costs time.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import time
@@ -20,9 +21,41 @@ def is_mounted(path: str) -> bool:
         return any(line.split()[4] == target for line in fh)
 
 
+MS_RDONLY = 1
+MS_BIND = 4096
+_FLAGS = {"ro": MS_RDONLY, "rw": 0, "bind": MS_BIND}
+
+
+def _syscall_mount(source: str, target: str, fstype: str | None, options: str) -> bool | None:
+    """mount(2) directly: early boot makes dozens of mounts, and starting mount(8) for each
+    costs seconds on a slow CPU. None when mount(8) must decide (an unknown fs type)."""
+    opts = [o for o in options.split(",") if o]
+    flags = 0
+    data = []
+    for opt in opts:
+        if opt in _FLAGS:
+            flags |= _FLAGS[opt]
+        else:
+            data.append(opt)
+    if fstype is None and not flags & MS_BIND:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(source.encode(), target.encode(), (fstype or "").encode() or None,
+                    ctypes.c_ulong(flags), ",".join(data).encode() or None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        log.warning("mount %s on %s failed: %s", source, target, os.strerror(err))
+        return False
+    log.debug("mounted %s on %s (%s %s)", source, target, fstype or "bind", options)
+    return True
+
+
 def mount(source: str, target: str, fstype: str | None = None, options: str = "") -> bool:
     """Mount and report success; early boot logs failures instead of raising."""
     os.makedirs(target, exist_ok=True)
+    done = _syscall_mount(source, target, fstype, options)
+    if done is not None:
+        return done
     argv = ["mount"]
     if fstype:
         argv += ["-t", fstype]

@@ -33,7 +33,7 @@ class BuildOptions:
     mirror: str | None = None
     kernel_package: str = "linux-image-amd64"
     extra_packages: tuple[str, ...] = ()
-    compression: str = "xz"
+    compression: str = "none"
     source_date_epoch: int = DEFAULT_EPOCH
     rebuild: bool = False  # re-run every step after the base
     refresh_base: bool = False
@@ -143,7 +143,7 @@ def step_squash(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
     if hit:
         ctx.result_steps["squash"] = "cached"
         return hit, key
-    with step(f"Writing the slot image ({ctx.opts.compression} squashfs)"), \
+    with step(f"Writing the slot image (squashfs, compression {ctx.opts.compression})"), \
             ctx.cache.produce("squash", key) as out:
         make_squashfs(tree, out / "rootfs.squashfs", mtime=ctx.opts.source_date_epoch,
                       compression=ctx.opts.compression)

@@ -26,10 +26,18 @@ sys.path.append("/usr/lib/python3/dist-packages")
 from kairos.early.main import main
 main()
 """
-WRAPPER = """#!/usr/bin/python3
+WRAPPER = """#!/usr/bin/python3 -S
 import sys
-sys.path.insert(0, "/usr/lib/kairos/python")
+sys.path[:0] = ["/usr/lib/kairos/python"]
+sys.path.append("/usr/lib/python3/dist-packages")  # -S: no site scan, just what we use
 from kairos.cli import main
+sys.exit(main())
+"""
+RUN_STAGE = """#!/usr/bin/python3 -S
+import sys
+sys.path[:0] = ["/usr/lib/kairos/python"]
+sys.path.append("/usr/lib/python3/dist-packages")
+from kairos.early.stage import main
 sys.exit(main())
 """
 UNITS = ("cos-setup-fs.service", "cos-setup-boot.service", "cos-setup-network.service",
@@ -57,9 +65,10 @@ def install_agent(root: Path) -> None:
     for name in ("kairos", "kairos-agent"):
         (bindir / name).write_text(WRAPPER)
         (bindir / name).chmod(0o755)
-    early = root / "usr/lib/kairos/early-init"
-    early.write_text(EARLY_INIT)
-    early.chmod(0o755)
+    for name, text in (("early-init", EARLY_INIT), ("run-stage", RUN_STAGE)):
+        script = root / "usr/lib/kairos" / name
+        script.write_text(text)
+        script.chmod(0o755)
     # Byte-compile once at build time (the root is read-only at run time); hash-based
     # pycs keep the image reproducible.
     run(["chroot", str(root), "python3", "-m", "compileall", "-q", "-j", "0",

@@ -225,6 +225,14 @@ def _may_hold_config(text: str) -> bool:
     return any(word in text for word in ("stages", "config_url", "kairos.config", "cos.setup"))
 
 
+def _read_cmdline(root: Path) -> str:
+    # Not kairos.config.collect's: importing that module costs seconds on a slow boot CPU.
+    try:
+        return (root / "proc/cmdline").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cmdline_docs(cmdline: str | None, ctx: Context, fetch: UrlFetch | None = None
                  ) -> tuple[list[SourceDoc], list[str]]:
     """Documents from the kernel command line (None: ROOT/proc/cmdline, if present), in run
@@ -234,9 +242,7 @@ def cmdline_docs(cmdline: str | None, ctx: Context, fetch: UrlFetch | None = Non
     warnings: list[str] = []
     docs: list[SourceDoc] = []
     try:
-        from kairos.config.collect import read_cmdline
-
-        text = read_cmdline(ctx.root) if cmdline is None else cmdline
+        text = _read_cmdline(ctx.root) if cmdline is None else cmdline
         if not text.strip() or not _may_hold_config(text):
             return docs, warnings
         from kairos.config.cmdline import parse_cmdline
