@@ -19,10 +19,10 @@ def test_bind_tmpfs_and_overlay(tmp_path: Path) -> None:
     try:
         assert mount(str(src), str(bind), options="bind")
         assert (bind / "f").read_text() == "hi"
-        assert mount("tmpfs", str(tmp), "tmpfs", "size=1%,mode=700")
+        assert mount("tmpfs", str(tmp), "tmpfs", "size=1%,mode=700,nosuid,nodev")
         opts = subprocess.run(["findmnt", "-no", "OPTIONS", str(tmp)], capture_output=True,
-                              text=True, check=True).stdout
-        assert "mode=700" in opts
+                              text=True, check=True).stdout.strip().split(",")
+        assert "mode=700" in opts and "nosuid" in opts and "nodev" in opts
         (tmp / "u").mkdir()
         (tmp / "w").mkdir()
         assert mount("overlay", str(ovl), "overlay",

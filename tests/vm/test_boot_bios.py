@@ -50,6 +50,13 @@ def test_root_is_read_only_and_etc_var_are_overlays(vm: VM) -> None:
     assert "rw" in vm.ssh("findmnt -no OPTIONS /oem").stdout.split(",")
     assert "ro" in vm.ssh("findmnt -no OPTIONS /run/initramfs/cos-state").stdout.split(",")
     assert vm.ssh("test -e /run/cos/active_mode", check=False).returncode == 0
+    assert vm.ssh("findmnt -no FSTYPE /tmp").stdout.strip() == "tmpfs"
+    vm.ssh("touch /tmp/kairos-probe")
+
+
+def test_no_unit_failed(vm: VM) -> None:
+    failed = vm.ssh("systemctl --failed --no-legend --plain").stdout.strip()
+    assert failed == "", f"failed units:\n{failed}"
 
 
 def test_state_reports_active_boot(vm: VM) -> None:

@@ -17,6 +17,7 @@ def test_uefi_boot_to_active(disk_image: Path, boot_vm, tmp_path: Path) -> None:
     assert vm.ssh("findmnt -no OPTIONS /").stdout.split(",")[0] == "ro"
     assert state(vm)["boot"] == "active_boot"
     assert "(admin)" in vm.ssh("id").stdout
+    assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
     vm.ssh("echo kept > ~/uefi-kept")
     key_before = vm.ssh_host_key_fingerprint()
     vm.reboot()

@@ -23,7 +23,9 @@ def is_mounted(path: str) -> bool:
 
 MS_RDONLY = 1
 MS_BIND = 4096
-_FLAGS = {"ro": MS_RDONLY, "rw": 0, "bind": MS_BIND}
+# Options that are mount flags, not fs data (mount(8) splits them the same way).
+_FLAGS = {"ro": MS_RDONLY, "rw": 0, "bind": MS_BIND, "nosuid": 2, "nodev": 4, "noexec": 8,
+          "noatime": 1024, "relatime": 1 << 21, "strictatime": 1 << 24}
 
 
 def _syscall_mount(source: str, target: str, fstype: str | None, options: str) -> bool | None:

@@ -48,6 +48,30 @@ def _run_stage(stage: str) -> None:
         log.warning("stage %s failed: %s", stage, exc)
 
 
+# Stages run by systemd units, checked once here: a unit whose stage has no step anywhere
+# skips starting Python at all (the fs stage sits on the path to sysinit.target).
+SKIPPABLE = ("fs",)
+SKIP_DIR = "/run/kairos/skip-stage"
+
+
+def mark_empty_stages(cmdline: str, root: Path = Path("/"), skip_dir: str = SKIP_DIR) -> list[str]:
+    """Write SKIP_DIR/<stage> for each SKIPPABLE stage no file (or cmdline) has steps for."""
+    if any(w in cmdline for w in ("stages", "config_url", "kairos.config", "cos.setup")):
+        return []  # the kernel command line may add steps: let the unit look for itself
+    try:
+        from kairos.stages.loader import load_docs
+        names = {name for doc in load_docs(root, None).docs
+                 for name, steps in doc.stages.items() if steps}
+    except Exception as exc:
+        log.warning("cannot index stages: %s", exc)
+        return []
+    empty = [s for s in SKIPPABLE if not names & {s, f"{s}.before", f"{s}.after"}]
+    os.makedirs(skip_dir, exist_ok=True)
+    for stage in empty:
+        Path(skip_dir, stage).write_text("no steps in any stage file at early boot\n")
+    return empty
+
+
 def _mount_oem(params: BootParams) -> bool:
     dev = find_label(params.oem_label, params.oem_timeout)
     if dev is None:
@@ -85,6 +109,7 @@ def boot() -> dict[str, object]:
     ensure_machine_id(persistent and params.mode in ("active", "passive"))
     _run_stage("initramfs")
     mark("initramfs-stage")
+    timeline["skipped-stages"] = mark_empty_stages(Path("/proc/cmdline").read_text())
     return timeline
 
 
