@@ -94,6 +94,8 @@ def test_user_and_key_from_cidata(vm: VM) -> None:
 def test_every_stage_ran_on_first_boot(vm: VM) -> None:
     for stage in ("fs", "boot", "network"):
         assert vm.ssh(f"cat /run/kairos-cc-{stage}").stdout.strip() == stage
+    # the fs stage ran in early-init, once, and its unit knew
+    assert "early-init" in vm.ssh("cat /run/kairos/skip-stage/fs").stdout
     assert vm.ssh("cat /proc/sys/vm/swappiness").stdout.strip() == "13"
     assert vm.ssh("sudo -n cat /etc/kairos-cc/from-initramfs").stdout.strip() == "initramfs"
     assert vm.ssh("sudo -n stat -c %a /etc/kairos-cc/from-initramfs").stdout.strip() == "600"

@@ -48,28 +48,23 @@ def _run_stage(stage: str) -> None:
         log.warning("stage %s failed: %s", stage, exc)
 
 
-# Stages run by systemd units, checked once here: a unit whose stage has no step anywhere
-# skips starting Python at all (the fs stage sits on the path to sysinit.target).
-SKIPPABLE = ("fs",)
+# The fs stage runs "once local filesystems are mounted": here every one of them is mounted by
+# early-init (the image has no fstab), so it runs right after the initramfs stage, in this
+# warm interpreter, instead of a fresh Python in cos-setup-fs.service on the path to
+# sysinit.target. The marker tells that unit it has nothing left to do.
 SKIP_DIR = "/run/kairos/skip-stage"
 
 
-def mark_empty_stages(cmdline: str, root: Path = Path("/"), skip_dir: str = SKIP_DIR) -> list[str]:
-    """Write SKIP_DIR/<stage> for each SKIPPABLE stage no file (or cmdline) has steps for."""
-    if any(w in cmdline for w in ("stages", "config_url", "kairos.config", "cos.setup")):
-        return []  # the kernel command line may add steps: let the unit look for itself
+def run_fs_stage(skip_dir: str = SKIP_DIR) -> bool:
     try:
-        from kairos.stages.loader import load_docs
-        names = {name for doc in load_docs(root, None).docs
-                 for name, steps in doc.stages.items() if steps}
-    except Exception as exc:
-        log.warning("cannot index stages: %s", exc)
-        return []
-    empty = [s for s in SKIPPABLE if not names & {s, f"{s}.before", f"{s}.after"}]
+        from kairos.stages.runner import run_stage
+        run_stage("fs", root=Path("/"))
+    except Exception as exc:  # the unit will try again under systemd
+        log.warning("stage fs failed in early-init: %s", exc)
+        return False
     os.makedirs(skip_dir, exist_ok=True)
-    for stage in empty:
-        Path(skip_dir, stage).write_text("no steps in any stage file at early boot\n")
-    return empty
+    Path(skip_dir, "fs").write_text("the fs stage ran in early-init\n")
+    return True
 
 
 def _mount_oem(params: BootParams) -> bool:
@@ -109,7 +104,9 @@ def boot() -> dict[str, object]:
     ensure_machine_id(persistent and params.mode in ("active", "passive"))
     _run_stage("initramfs")
     mark("initramfs-stage")
-    timeline["skipped-stages"] = mark_empty_stages(Path("/proc/cmdline").read_text())
+    if params.mode != "unknown":
+        timeline["fs-stage-early"] = run_fs_stage()
+        mark("fs-stage")
     return timeline
 
 
