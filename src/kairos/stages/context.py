@@ -21,11 +21,30 @@ from kairos.stages.fsutil import resolve_in_root
 
 log = logging.getLogger("kairos.stages")
 
-# Where `github:user` / `gitlab:user` SSH keys come from; tests point these at 127.0.0.1.
-DEFAULT_KEY_URLS: dict[str, str] = {
-    "github": "https://github.com/{user}.keys",
-    "gitlab": "https://gitlab.com/{user}.keys",
-}
+KEY_SOURCES_OVERRIDE = "/etc/kairos/key-sources.json"
+
+
+def load_key_urls(override: str = KEY_SOURCES_OVERRIDE) -> dict[str, str]:
+    """Where `github:user` / `gitlab:user` SSH keys come from: the shipped data file, or the
+    device's own /etc/kairos/key-sources.json. Tests point them at 127.0.0.1."""
+    import json
+    from importlib import resources
+    text = resources.files("kairos.stages").joinpath("data/key-sources.json").read_text()
+    try:
+        with open(override, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        pass
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        log.warning("%s is not valid JSON (%s): using the shipped key sources", override, exc)
+        data = json.loads(resources.files("kairos.stages").joinpath(
+            "data/key-sources.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_") and isinstance(v, str)}
+
+
+DEFAULT_KEY_URLS: dict[str, str] = load_key_urls()
 
 
 class PluginError(KairosError):
