@@ -51,6 +51,22 @@ def test_slot_image_contents(default_image: dict[str, object], tmp_path: Path) -
     assert humans == [], "no default user"
 
 
+def test_every_pyc_is_hash_based(default_image: dict[str, object], tmp_path: Path) -> None:
+    """The slot clamps mtimes, so timestamp pycs would be stale and Python would recompile
+    every module at each boot on the read-only root. Every pyc must be an unchecked-hash one."""
+    subprocess.run(["unsquashfs", "-d", str(tmp_path / "x"), str(default_image["rootfs"]),
+                    "/usr/lib/python3.11", "/usr/lib/python3", "/usr/lib/kairos/python"],
+                   check=True, capture_output=True)
+    pycs = list((tmp_path / "x").rglob("*.pyc"))
+    assert len(pycs) > 500
+    stale = [p for p in pycs if int.from_bytes(p.read_bytes()[4:8], "little") != 0b01]
+    assert stale == [], f"{len(stale)} timestamp or checked pycs, e.g. {stale[:3]}"
+    sources = [p for p in (tmp_path / "x/usr/lib/python3.11").glob("*.py")]
+    missing = [s for s in sources
+               if not (s.parent / "__pycache__" / f"{s.stem}.cpython-311.pyc").exists()]
+    assert missing == [], f"modules without a pyc: {missing[:3]}"
+
+
 def test_oci_archive_passes_skopeo_and_podman(default_image: dict[str, object],
                                               tmp_path: Path) -> None:
     archive = str(default_image["oci_archive"])

@@ -69,10 +69,29 @@ def install_agent(root: Path) -> None:
         script = root / "usr/lib/kairos" / name
         script.write_text(text)
         script.chmod(0o755)
-    # Byte-compile once at build time (the root is read-only at run time); hash-based
-    # pycs keep the image reproducible.
-    run(["chroot", str(root), "python3", "-m", "compileall", "-q", "-j", "0",
-         "--invalidation-mode", "unchecked-hash", f"/{AGENT_LIB}"])
+    compile_python(root)
+
+
+def python_dirs(root: Path) -> list[str]:
+    """Every directory of Python modules in the image: the agent's and the distribution's."""
+    found = [f"/{AGENT_LIB}"]
+    for pattern in ("usr/lib/python3*", "usr/lib/python3/dist-packages"):
+        found += sorted(f"/{p.relative_to(root)}" for p in root.glob(pattern)
+                        if p.is_dir() and p.name != "python3")
+    return found
+
+
+def compile_python(root: Path) -> None:
+    """Byte-compile every module once, with hash-based pycs.
+
+    The slot image clamps every mtime to SOURCE_DATE_EPOCH, which makes the distribution's
+    timestamp pycs stale: on the read-only root Python would then recompile each module it
+    imports, at every boot (several seconds under emulation). Unchecked-hash pycs never look
+    at mtimes, and the root never changes under them. One process (no -j) compiles in a
+    fixed order, so the bytes are the same on every build.
+    """
+    run(["chroot", str(root), "python3", "-m", "compileall", "-q", "-f",
+         "--invalidation-mode", "unchecked-hash", *python_dirs(root)])
 
 
 def install_configs(root: Path) -> None:

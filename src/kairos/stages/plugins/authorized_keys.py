@@ -8,8 +8,6 @@ a clear warning; the other keys are still written.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from kairos.stages.accounts import Accounts
@@ -37,6 +35,9 @@ def remote_url(ctx: Context, key: str) -> str | None:
 
 
 def fetch(ctx: Context, url: str) -> list[str]:
+    # Imported here: urllib.request costs a tenth of a second at boot, and most keys are literal.
+    import urllib.error
+    import urllib.request
     try:
         with urllib.request.urlopen(url, timeout=ctx.http_timeout) as resp:
             text = resp.read().decode("utf-8", errors="replace")
