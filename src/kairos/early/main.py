@@ -30,6 +30,13 @@ def _api_mounts() -> None:
     mount("tmpfs", "/tmp", "tmpfs", "mode=1777,nosuid,nodev")
 
 
+def kmsg(text: str) -> None:
+    """One line in the kernel log: it gets the kernel's timestamp on the console and in dmesg,
+    which puts early-init's phases on the same clock as the rest of the boot."""
+    with contextlib.suppress(OSError), open("/dev/kmsg", "w") as f:
+        f.write(f"<6>kairos-early: {text}\n")
+
+
 def _setup_logging() -> None:
     os.makedirs(LOG_DIR, exist_ok=True)
     handlers: list[logging.Handler] = [logging.FileHandler(f"{LOG_DIR}/early-init.log")]
@@ -84,6 +91,7 @@ def boot() -> dict[str, object]:
 
     os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # the initrd exported PATH=/bin
     _api_mounts()
+    kmsg("started")
     _setup_logging()
     params = parse_cmdline(Path("/proc/cmdline").read_text())
     os.makedirs("/run/cos", exist_ok=True)
@@ -120,5 +128,7 @@ def main() -> None:
     with contextlib.suppress(OSError):
         Path(f"{LOG_DIR}/early-init.json").write_text(json.dumps(timeline, indent=1))
     init = parse_cmdline(Path("/proc/cmdline").read_text()).init
+    phases = " ".join(f"{k}={v}" for k, v in timeline.items() if isinstance(v, float))
+    kmsg(f"handing over to {init} ({phases})")
     logging.shutdown()
     os.execv(init, [init])
