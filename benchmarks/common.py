@@ -37,13 +37,17 @@ class Variant:
     later: list[float] = field(default_factory=list)
 
 
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
 def boot_once(v: Variant, log_name: str) -> float:
     """Boot `v` in a fresh QEMU; seconds until SSH.
 
     With a key, "SSH" means a command ran; without one, that sshd answered with its banner.
     """
     cfg = VMConfig(disk=v.disk, ssh_key=v.key, ssh_user=v.user, extra_args=v.extra, uefi=v.uefi,
-                   cloud_config=v.cloud_config, serial_log=v.disk.with_suffix(f".{log_name}.log"))
+                   cloud_config=v.cloud_config, serial_log=v.disk.with_name(f"{slug(v.name)}.{log_name}.log"))
     with VM(cfg) as vm:
         t = vm.wait_for_ssh(900)
         if v.key is not None:

@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +49,31 @@ def copy_disk(src: Path, dest: Path) -> Path:
     return dest
 
 
+@contextmanager
+def cidata_vm(image: Path, user_data: str, keypair: tuple[Path, Path], work: Path, *,
+              wait_for: str, wait_s: int = 120) -> Iterator[VM]:
+    """A disk with no user config, booted with `user_data` on a NoCloud cidata volume; waits
+    for SSH as `kairos`, then up to `wait_s` seconds for the file `wait_for` (the network
+    stage's marker: that stage runs after the others)."""
+    disk = work / "disk.raw"
+    kairos("disk", str(image), "-o", str(disk))
+    cc = work / "user-data.yaml"
+    cc.write_text(user_data)
+    machine = VM(VMConfig(disk=disk, cloud_config=cc, ssh_key=keypair[0], ssh_user="kairos",
+                          serial_log=work / "serial.log")).start()
+    try:
+        machine.wait_for_ssh(BOOT_TIMEOUT)
+        machine.ssh(f"for i in $(seq {wait_s}); do [ -e {wait_for} ] && break; sleep 1; done")
+        yield machine
+    finally:
+        machine.close()
+
+
 def state(vm: VM) -> dict[str, object]:
     res = vm.ssh("kairos state --json")
     data: dict[str, object] = json.loads(res.stdout)
     return data
 
 
-__all__ = ["BOOT_TIMEOUT", "CACHE_DIR", "ROOT", "SHARED", "copy_disk", "kairos", "state",
-           "write_cloud_config"]
+__all__ = ["BOOT_TIMEOUT", "CACHE_DIR", "ROOT", "SHARED", "cidata_vm", "copy_disk", "kairos",
+           "state", "write_cloud_config"]

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, kairos
+from tests.helpers import cidata_vm
 
 pytestmark = pytest.mark.vm
 
@@ -71,19 +70,9 @@ stages:
 def vm(default_image: dict[str, object], keypair: tuple[Path, Path],
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     work = tmp_path_factory.mktemp("cidata")
-    disk = work / "disk.raw"
-    kairos("disk", str(default_image["output"]), "-o", str(disk))  # no user config on the disk
-    cc = work / "user-data.yaml"
-    cc.write_text(user_data(keypair[1].read_text().strip()))
-    machine = VM(VMConfig(disk=disk, cloud_config=cc, ssh_key=keypair[0], ssh_user="kairos",
-                          serial_log=work / "serial.log")).start()
-    try:
-        machine.wait_for_ssh(BOOT_TIMEOUT)
-        # network stage runs after network-online: give it its moment
-        machine.ssh("for i in $(seq 120); do [ -e /run/kairos-cc-network ] && break; sleep 1; done")
+    with cidata_vm(Path(str(default_image["output"])), user_data(keypair[1].read_text().strip()),
+                   keypair, work, wait_for="/run/kairos-cc-network") as machine:
         yield machine
-    finally:
-        machine.close()
 
 
 def test_user_and_key_from_cidata(vm: VM) -> None:

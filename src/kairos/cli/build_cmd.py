@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cache-dir", default=os.environ.get("KAIROS_CACHE_DIR", DEFAULT_CACHE))
     p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
     p.add_argument("--kernel-package", default="linux-image-amd64")
+    p.add_argument("--init", default="auto", choices=["auto", "systemd", "openrc"],
+                   help="service manager: systemd, openrc (sysvinit + OpenRC, no systemd), or "
+                        "auto (default: systemd for debian:*, else what the base tree runs)")
     p.add_argument("--package", action="append", default=[], dest="packages",
                    help="extra package to install (repeatable)")
     p.add_argument("--compression", default="none", choices=["none", "xz", "gzip"],
@@ -44,13 +47,14 @@ def run_build(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir), mirror=args.mirror, kernel_package=args.kernel_package,
         extra_packages=tuple(args.packages), compression=args.compression,
         source_date_epoch=epoch, rebuild=args.rebuild, refresh_base=args.refresh_base,
-        oci=not args.no_oci)
+        oci=not args.no_oci, init=args.init)
     result = build(opts)
     if args.json:
         json.dump(asdict(result), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(f"built {result.version} in {result.output}")
+        print(f"  init        {result.init}")
         print(f"  slot image  {result.rootfs} ({result.rootfs_size / 2**20:.0f} MiB)"
               f"  sha256:{result.rootfs_sha256[:16]}…")
         if result.oci_archive:

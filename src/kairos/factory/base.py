@@ -21,12 +21,34 @@ REQUIRED_PACKAGES = (
     "openssh-server", "python3", "python3-yaml", "python3-jsonschema", "sudo", "iproute2",
     "kmod", "util-linux", "e2fsprogs", "ca-certificates", "less", "procps",
 )
+# The same without systemd: sysvinit as PID 1 with OpenRC as service manager, Debian's udev
+# (it ships a sysv script), dhcpcd, which brings up every interface with DHCP by itself (no
+# interface names to write down), and ifupdown for the loopback (systemd does that itself;
+# without it nothing would) and for users' static interfaces.
+OPENRC_PACKAGES = (
+    "sysvinit-core", "openrc", "udev", "dhcpcd", "ifupdown", "openssh-server", "python3",
+    "python3-yaml", "python3-jsonschema", "sudo", "iproute2", "kmod", "util-linux",
+    "e2fsprogs", "ca-certificates", "less", "procps",
+)
+# debootstrap resolves sysvinit-core's `sysv-rc | file-rc | openrc` with the first choice,
+# which conflicts with openrc, and fails; apt picks right in the packages step.
+DEBOOTSTRAP_LATER = frozenset({"sysvinit-core"})
+
+
+def required_packages(init: str) -> tuple[str, ...]:
+    """What an image with this service manager ("systemd" or "openrc") needs installed."""
+    return OPENRC_PACKAGES if init == "openrc" else REQUIRED_PACKAGES
+
+
+def debootstrap_argv(suite: str, dest: Path, mirror: str, packages: list[str]) -> list[str]:
+    include = [p for p in packages if p not in DEBOOTSTRAP_LATER]
+    return ["debootstrap", "--variant=minbase", "--components=main",
+            f"--include={','.join(include)}", suite, str(dest), mirror]
 
 
 def debootstrap(suite: str, dest: Path, mirror: str, packages: list[str]) -> None:
     require("debootstrap")
-    run(["debootstrap", "--variant=minbase", "--components=main",
-         f"--include={','.join(packages)}", suite, str(dest), mirror], capture=True)
+    run(debootstrap_argv(suite, dest, mirror, packages), capture=True)
 
 
 def copy_dir(src: Path, dest: Path) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from kairos.artifacts.rootfs import make_squashfs, sha256_file
 from kairos.errors import BadInput
-from kairos.factory.base import REQUIRED_PACKAGES, acquire, install_packages, os_release
+from kairos.factory.base import acquire, install_packages, os_release, required_packages
 from kairos.factory.bases import BaseSpec
 from kairos.factory.cache import StepCache, fingerprint_path, hash_tree, input_key
+from kairos.factory.inits import check_choice, resolve_init, static_init
 from kairos.factory.kairosify import PKG_DIR, kairosify
 from kairos.factory.release import Release
 from kairos.run import require
@@ -40,6 +41,7 @@ class BuildOptions:
     oci: bool = True
     model: str = "generic"
     variant: str = "core"
+    init: str = "auto"  # systemd | openrc | auto (systemd for debian:*, else the base's own)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BuildResult:
     oci_layout: str | None = None
     oci_archive: str | None = None
     oci_digest: str | None = None
+    init: str = "systemd"  # the image's service manager
     steps: dict[str, str] = field(default_factory=dict)  # step → "built" | "cached"
 
 
@@ -64,15 +67,33 @@ class Context:
     opts: BuildOptions
     cache: StepCache
     result_steps: dict[str, str] = field(default_factory=dict)
+    init: str | None = None  # None until known: read from the base tree for auto + a tree
+
+    def __post_init__(self) -> None:
+        if self.init is None:
+            self.init = static_init(self.opts.init, self.opts.base)
+
+    @property
+    def service_manager(self) -> str:
+        if self.init is None:
+            raise RuntimeError("the init is read from the base tree, which is not there yet")
+        return self.init
+
+    @property
+    def lineage(self) -> str:
+        """Builds of the same base and init replace each other's cached steps; others stay."""
+        return f"{self.opts.base} {self.service_manager}"
 
     def packages(self) -> list[str]:
-        return sorted({*REQUIRED_PACKAGES, self.opts.kernel_package, *self.opts.extra_packages})
+        return sorted({*required_packages(self.service_manager), self.opts.kernel_package,
+                       *self.opts.extra_packages})
 
 
 def _base_key(ctx: Context) -> str:
     spec = ctx.opts.base
-    ident = spec.value if spec.kind == "debian" else fingerprint_path(spec.path)
-    return input_key("base", spec.kind, ident, ctx.opts.mirror, ctx.packages())
+    if spec.kind == "debian":  # debootstrap installs the packages with the base
+        return input_key("base", spec.kind, spec.value, ctx.opts.mirror, ctx.packages())
+    return input_key("base", spec.kind, fingerprint_path(spec.path), ctx.opts.mirror)
 
 
 def step_base(ctx: Context) -> tuple[Path, str]:
@@ -81,8 +102,9 @@ def step_base(ctx: Context) -> tuple[Path, str]:
     if hit:
         ctx.result_steps["base"] = "cached"
         return hit / "tree", key
+    packages = ctx.packages() if ctx.opts.base.kind == "debian" else []
     with step(f"Bringing in base {ctx.opts.base}"), ctx.cache.produce("base", key) as out:
-        acquire(ctx.opts.base, out / "tree", mirror=ctx.opts.mirror, packages=ctx.packages())
+        acquire(ctx.opts.base, out / "tree", mirror=ctx.opts.mirror, packages=packages)
     ctx.result_steps["base"] = "built"
     return ctx.cache.path("base", key) / "tree", key
 
@@ -123,16 +145,17 @@ def _release(ctx: Context, tree: Path) -> Release:
 def step_kairosify(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
     release = _release(ctx, tree)
     key = input_key("kairosify", prev_key, hash_tree(PKG_DIR), asdict(release),
-                    ctx.opts.source_date_epoch)
+                    ctx.opts.source_date_epoch, ctx.service_manager)
     hit = None if ctx.opts.rebuild else ctx.cache.lookup("kairosify", key)
     if hit:
         ctx.result_steps["kairosify"] = "cached"
         return hit / "tree", key
-    with step("Kairosifying the tree"), ctx.cache.produce("kairosify", key) as out:
+    with step(f"Kairosifying the tree ({ctx.service_manager})"), \
+            ctx.cache.produce("kairosify", key, lineage=ctx.lineage) as out:
         (out / "tree").mkdir()
         _copy_tree(tree, out / "tree")
-        kairosify(out / "tree", release, ctx.opts.source_date_epoch)
-    ctx.cache.prune("kairosify", key)
+        kairosify(out / "tree", release, ctx.opts.source_date_epoch, init=ctx.service_manager)
+    ctx.cache.prune("kairosify", key, lineage=ctx.lineage)
     ctx.result_steps["kairosify"] = "built"
     return ctx.cache.path("kairosify", key) / "tree", key
 
@@ -144,12 +167,12 @@ def step_squash(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
         ctx.result_steps["squash"] = "cached"
         return hit, key
     with step(f"Writing the slot image (squashfs, compression {ctx.opts.compression})"), \
-            ctx.cache.produce("squash", key) as out:
+            ctx.cache.produce("squash", key, lineage=ctx.lineage) as out:
         make_squashfs(tree, out / "rootfs.squashfs", mtime=ctx.opts.source_date_epoch,
                       compression=ctx.opts.compression)
         shutil.copyfile(tree / "boot/vmlinuz", out / "vmlinuz")
         shutil.copyfile(tree / "boot/initrd", out / "initrd")
-    ctx.cache.prune("squash", key)
+    ctx.cache.prune("squash", key, lineage=ctx.lineage)
     ctx.result_steps["squash"] = "built"
     return ctx.cache.path("squash", key), key
 
@@ -161,9 +184,9 @@ def step_oci(ctx: Context, tree: Path, prev_key: str, release: Release) -> tuple
         ctx.result_steps["oci"] = "cached"
         return hit, key
     from kairos.factory.ociout import write_oci
-    with step("Writing the OCI image"), ctx.cache.produce("oci", key) as out:
+    with step("Writing the OCI image"), ctx.cache.produce("oci", key, lineage=ctx.lineage) as out:
         write_oci(tree, out, release=release, mtime=ctx.opts.source_date_epoch)
-    ctx.cache.prune("oci", key)
+    ctx.cache.prune("oci", key, lineage=ctx.lineage)
     ctx.result_steps["oci"] = "built"
     return ctx.cache.path("oci", key), key
 
@@ -191,6 +214,7 @@ def preflight(opts: BuildOptions) -> None:
     """Every check before any work, all problems at once (KIWI's runtime checker)."""
     from kairos.factory.release import normalize_version
     normalize_version(opts.version)
+    check_choice(opts.init)
     tools = ["mksquashfs", "busybox", "cp", "chroot"]
     if opts.base.kind == "debian":
         tools.append("debootstrap")
@@ -204,6 +228,7 @@ def build(opts: BuildOptions) -> BuildResult:
     preflight(opts)
     ctx = Context(opts, StepCache(opts.cache_dir))
     base, key = step_base(ctx)
+    ctx.init = resolve_init(opts.init, opts.base, base)
     tree, key = step_packages(ctx, base, key)
     release = _release(ctx, tree)
     tree, key = step_kairosify(ctx, tree, key)
@@ -216,7 +241,8 @@ def build(opts: BuildOptions) -> BuildResult:
         output=str(out), version=release.version, base=str(opts.base),
         rootfs=str(out / "rootfs.squashfs"), rootfs_sha256=sha256_file(out / "rootfs.squashfs"),
         rootfs_size=(out / "rootfs.squashfs").stat().st_size, kernel=str(out / "vmlinuz"),
-        initrd=str(out / "initrd"), initrd_size=(out / "initrd").stat().st_size)
+        initrd=str(out / "initrd"), initrd_size=(out / "initrd").stat().st_size,
+        init=ctx.service_manager)
     if opts.oci:
         oci, _ = step_oci(ctx, tree, key, release)
         _publish(oci / "oci", out / "oci")

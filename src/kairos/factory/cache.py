@@ -15,6 +15,7 @@ from pathlib import Path
 
 log = logging.getLogger("kairos.cache")
 COMPLETE = ".kairos-step-complete"
+LINEAGE = ".kairos-step-lineage"  # which line of builds made it (base and init)
 
 
 def input_key(*parts: object) -> str:
@@ -76,7 +77,7 @@ class StepCache:
             _rmtree(p)
 
     @contextlib.contextmanager
-    def produce(self, name: str, key: str) -> Iterator[Path]:
+    def produce(self, name: str, key: str, *, lineage: str = "") -> Iterator[Path]:
         """A scratch dir for a step's output, published only if the step completes."""
         final = self.path(name, key)
         tmp = self.root / "steps" / f".tmp-{name}-{key}-{os.getpid()}"
@@ -87,15 +88,32 @@ class StepCache:
         except BaseException:
             _rmtree(tmp)
             raise
+        if lineage:
+            (tmp / LINEAGE).write_text(lineage + "\n")
         (tmp / COMPLETE).write_text(name + "\n")
         _rmtree(final)
         tmp.rename(final)
 
-    def prune(self, name: str, keep: str) -> None:
-        """Drop older outputs of a step so the cache does not grow without bound."""
+    def lineage(self, name: str, key: str) -> str:
+        try:
+            return (self.path(name, key) / LINEAGE).read_text().strip()
+        except OSError:
+            return ""
+
+    def prune(self, name: str, keep: str, *, lineage: str | None = None) -> None:
+        """Drop older outputs of a step so the cache does not grow without bound.
+
+        With a lineage, only outputs of that line of builds (and unlabelled ones) go: a
+        bookworm-openrc build must not throw away the bookworm-systemd image, nor the other
+        way round.
+        """
         for p in (self.root / "steps").glob(f"{name}-*"):
-            if p.name != f"{name}-{keep}":
-                _rmtree(p)
+            if p.name == f"{name}-{keep}":
+                continue
+            other = self.lineage(name, p.name.removeprefix(f"{name}-"))
+            if lineage is not None and other and other != lineage:
+                continue
+            _rmtree(p)
 
 
 def _alive(pid: int) -> bool:

@@ -94,11 +94,16 @@ def compile_python(root: Path) -> None:
          "--invalidation-mode", "unchecked-hash", *python_dirs(root)])
 
 
-def install_configs(root: Path) -> None:
+def install_system_oem(root: Path) -> None:
+    """The default stage configs in /system/oem (every image, whatever its init)."""
     oem = root / "system/oem"
     oem.mkdir(parents=True, exist_ok=True)
     for item in _data("system-oem").iterdir():
         (oem / item.name).write_bytes(item.read_bytes())
+
+
+def install_configs(root: Path) -> None:
+    install_system_oem(root)
     unitdir = root / "usr/lib/systemd/system"
     for unit in UNITS:
         (unitdir / unit).write_bytes(_data(f"systemd/{unit}").read_bytes())
@@ -178,9 +183,14 @@ def normalize(root: Path, mtime: int) -> None:
         (root / rel).mkdir(parents=True, exist_ok=True)
 
 
-def kairosify(root: Path, release: Release, mtime: int) -> None:
+def kairosify(root: Path, release: Release, mtime: int, init: str = "systemd") -> None:
     install_agent(root)
-    install_configs(root)
+    if init == "openrc":
+        from kairos.factory.openrc import install_openrc
+        install_system_oem(root)
+        install_openrc(root)
+    else:
+        install_configs(root)
     write_release(root, release)
     install_boot(root, mtime)
     normalize(root, mtime)

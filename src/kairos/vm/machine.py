@@ -27,7 +27,7 @@ from kairos.vm import qmp
 from kairos.vm.argv import QEMU, Wiring, build_argv
 from kairos.vm.cidata import build_cidata
 from kairos.vm.config import VMConfig, detect_format, find_ovmf
-from kairos.vm.net import free_port, ssh_argv, ssh_banner
+from kairos.vm.net import free_port, ssh_argv, ssh_banner, wait_banner
 from kairos.vm.serial import SerialLog, tail
 
 log = logging.getLogger("kairos.vm")
@@ -274,7 +274,7 @@ class VM:
             if not self.running:
                 raise KairosError(f"QEMU exited while waiting for SSH; serial log tail:\n"
                                   f"{tail(self.serial_text())}", "see the serial log")
-            if ssh_banner(self.ssh_port) is not None:
+            if wait_banner(self.ssh_port, min(2.0, max(0.1, deadline - time.monotonic()))):
                 if not login:
                     return time.monotonic() - self.started_at
                 left = max(5.0, deadline - time.monotonic())
@@ -282,7 +282,7 @@ class VM:
                 if res.returncode == 0:
                     return time.monotonic() - self.started_at
                 last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else last
-            time.sleep(1.0)
+                time.sleep(0.5)
         raise KairosError(f"no SSH login to 127.0.0.1:{self.ssh_port} within {timeout:.0f}s "
                           f"({last}); serial log tail:\n{tail(self.serial_text())}",
                           "check that sshd runs and the key is authorized for the user")

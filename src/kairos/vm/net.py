@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
+import time
 from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
@@ -40,6 +42,61 @@ def ssh_banner(port: int, host: str = LOCALHOST, timeout: float = 3.0) -> str | 
         return None
     line = data.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
     return line if line.startswith("SSH-") else None
+
+
+def wait_banner(port: int, timeout: float, *, host: str = LOCALHOST, interval: float = 0.5,
+                patience: float = 5.0) -> str | None:
+    """Wait up to `timeout` seconds for the guest sshd's identification line.
+
+    While the guest has no network, QEMU holds each accepted connection open, silent, for as
+    long as its own SYN retries last; one probe at a time would see sshd seconds after it
+    started. So a new probe opens every `interval` seconds and each stays `patience` seconds:
+    the first banner on any of them ends the wait.
+    """
+    sel = selectors.DefaultSelector()
+    opened: dict[socket.socket, float] = {}
+
+    def drop(sock: socket.socket) -> None:
+        sel.unregister(sock)
+        opened.pop(sock, None)
+        sock.close()
+
+    end = time.monotonic() + timeout
+    next_probe = 0.0
+    try:
+        while (now := time.monotonic()) < end:
+            if now >= next_probe:
+                next_probe = now + interval
+                try:
+                    sock = socket.create_connection((host, port), timeout=1.0)
+                except OSError:
+                    pass
+                else:
+                    sock.setblocking(False)
+                    sel.register(sock, selectors.EVENT_READ)
+                    opened[sock] = now
+            for sock, since in list(opened.items()):
+                if now - since > patience:
+                    drop(sock)
+            wait = max(0.0, min(next_probe, end) - time.monotonic())
+            if not opened:
+                time.sleep(wait)
+                continue
+            for key, _ in sel.select(wait):
+                sock = key.fileobj  # type: ignore[assignment]
+                try:
+                    data = sock.recv(256)
+                except OSError:
+                    data = b""
+                line = data.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+                if line.startswith("SSH-"):
+                    return line
+                drop(sock)  # closed, reset, or not an sshd
+        return None
+    finally:
+        for sock in list(opened):
+            drop(sock)
+        sel.close()
 
 
 def ssh_argv(port: int, user: str, key: Path, command: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kairos.vm.keys import ensure_keypair
-from kairos.vm.net import free_port, ssh_argv, ssh_banner, ssh_hint
+from kairos.vm.net import free_port, ssh_argv, ssh_banner, ssh_hint, wait_banner
 
 
 def test_free_port_is_bindable_on_localhost() -> None:
@@ -66,6 +66,45 @@ def test_accept_then_close_is_not_ssh(slirp_like: int) -> None:
 
 def test_closed_port_is_not_ssh() -> None:
     assert ssh_banner(free_port(), timeout=1.0) is None
+
+
+@pytest.fixture
+def silent_first() -> Iterator[int]:
+    """Like QEMU while the guest has no network: the first connection is accepted and held
+    without a byte; sshd "comes up" for the connections after it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    held: list[socket.socket] = []
+
+    def handle() -> None:
+        conn, _ = srv.accept()
+        held.append(conn)  # silent until the test ends
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+
+    threading.Thread(target=handle, daemon=True).start()
+    yield srv.getsockname()[1]
+    srv.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_silent_probe_does_not_hide_a_later_banner(silent_first: int) -> None:
+    # One probe at a time would sit on the silent connection until the timeout and miss it.
+    assert wait_banner(silent_first, 3.0, interval=0.2, patience=10.0) == \
+        "SSH-2.0-OpenSSH_9.2p1 Debian"
+
+
+def test_wait_banner_gives_up_on_a_closed_port_and_on_accept_then_close(
+        slirp_like: int) -> None:
+    assert wait_banner(free_port(), 0.5) is None
+    assert wait_banner(slirp_like, 0.5) is None
 
 
 def test_ssh_argv(tmp_path: Path) -> None:

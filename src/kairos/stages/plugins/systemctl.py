@@ -4,6 +4,7 @@ On a running systemd (root "/" and /run/systemd/system present) `systemctl` does
 Otherwise (early boot before systemd, a chroot, a scratch root) the links systemctl would make
 are made directly: <target>.wants/<unit> from [Install] WantedBy/RequiredBy, Alias links,
 mask links to /dev/null. `start` needs a running system and is skipped with a note otherwise.
+On a system with OpenRC and no systemd the step is skipped with a warning saying so.
 """
 
 from __future__ import annotations
@@ -178,8 +179,28 @@ def write_override(ctx: Context, o: Override) -> None:
     write_file(target, o.content.encode(), 0o644)
 
 
+def openrc_only(ctx: Context) -> bool:
+    """OpenRC installed and no systemctl: systemd units and links would do nothing here."""
+    from kairos.stages.conditionals import service_manager
+    return service_manager(ctx) == "openrc"
+
+
+def _requested(spec: Systemctl) -> str:
+    parts = [f"{verb} {', '.join(getattr(spec, verb))}"
+             for verb in ("enable", "disable", "mask", "start") if getattr(spec, verb)]
+    if spec.overrides:
+        parts.append(f"overrides for {', '.join(o.service for o in spec.overrides)}")
+    return "; ".join(parts) or "nothing"
+
+
 def apply(step: Step, ctx: Context) -> None:
     spec = parse(step)
+    if openrc_only(ctx):
+        ctx.logger.warning(
+            "systemctl: skipped (%s): this system runs OpenRC, not systemd; use `rc-update "
+            "add NAME default` and `rc-service NAME start` in commands, or only_service_manager "
+            "to keep such steps apart", _requested(spec))
+        return
     failures = Failures("systemctl", ctx.logger)
     live = systemd_running(ctx)
     offline = {"enable": enable_offline, "disable": disable_offline, "mask": mask_offline}

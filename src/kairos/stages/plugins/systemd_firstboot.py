@@ -24,6 +24,12 @@ def apply(step: Step, ctx: Context) -> None:
     args = arguments(parse(step))
     if not args:
         return
+    from kairos.stages.plugins.systemctl import openrc_only
+    if openrc_only(ctx):
+        ctx.logger.warning("systemd_firstboot: skipped (%s): this system runs OpenRC, not "
+                           "systemd; set these with the hostname, files or commands plugins",
+                           " ".join(args))
+        return
     argv = ["systemd-firstboot", *([] if ctx.live else [f"--root={ctx.root}"]), *args]
     result = run(argv, check=False)
     if result.returncode != 0:
