@@ -73,11 +73,23 @@ def make_dirs(path: Path, mode: int = DIR_MODE, uid: int | None = None,
         chown(directory, uid, gid)
 
 
+def same_content(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def write_file(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write through an existing file (or symlink target) like yip; create it otherwise."""
+    """Write through an existing file (or symlink target) like yip; create it otherwise.
+
+    A file that already holds `data` is not rewritten: stages run at every boot, and an
+    unchanged mtime keeps systemd from seeing a changed unit (and a reload), and spares flash.
+    """
     existed = path.exists()
-    with open(path, "wb") as fh:
-        fh.write(data)
+    if not (existed and same_content(path, data)):
+        with open(path, "wb") as fh:
+            fh.write(data)
     if mode is not None:
         os.chmod(path, mode)
     elif not existed:

@@ -71,3 +71,22 @@ def test_bad_payloads() -> None:
         files.parse(make_step(files=[{"content": "x"}]))
     with pytest.raises(PayloadError, match="encoding"):
         files.parse(make_step(files=[{"path": "/x", "encoding": "rot13"}]))
+
+
+def test_unchanged_content_keeps_the_mtime_and_new_content_replaces(ctx: Context) -> None:
+    """Stages run at every boot: a unit file rewritten with the same bytes must keep its mtime,
+    or systemd would report it changed on disk and need a reload."""
+    step = make_step(files=[{"path": "/etc/systemd/system/x.service", "content": "[Unit]\n",
+                             "permissions": 0o644}])
+    files.apply(step, ctx)
+    target = ctx.root / "etc/systemd/system/x.service"
+    os.utime(target, (1_000_000, 1_000_000))
+    files.apply(step, ctx)
+    assert target.stat().st_mtime == 1_000_000
+    target.chmod(0o600)
+    files.apply(step, ctx)
+    assert target.stat().st_mode & 0o777 == 0o644  # the mode is still enforced
+    files.apply(make_step(files=[{"path": "/etc/systemd/system/x.service",
+                                  "content": "[Unit]\nDescription=new\n"}]), ctx)
+    assert target.read_text() == "[Unit]\nDescription=new\n"
+    assert target.stat().st_mtime != 1_000_000

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from kairos.stages.context import Context, PluginError
+from kairos.run import Result
+from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.plugins import systemctl
 
 from .helpers import make_step
@@ -79,3 +81,58 @@ def test_target_without_install_section_is_fine(ctx: Context) -> None:
     (ctx.root / "usr/lib/systemd/system").mkdir(parents=True)
     (ctx.root / "usr/lib/systemd/system/multi-user.target").write_text("[Unit]\n")
     systemctl.apply(make_step(systemctl={"enable": ["multi-user.target"]}), ctx)
+
+
+class FakeSystemd:
+    """Records systemctl argv; units in `stale` report NeedDaemonReload=yes, `missing` fail."""
+
+    def __init__(self, stale: tuple[str, ...] = (), missing: tuple[str, ...] = ()) -> None:
+        self.calls: list[list[str]] = []
+        self.stale, self.missing = stale, missing
+
+    def __call__(self, argv: list[str]) -> Result:
+        self.calls.append(argv)
+        units = [a for a in argv if a.endswith(".service")]
+        if argv[0] == "show":
+            return Result(argv, 0, "".join("yes\n" if u in self.stale else "no\n"
+                                           for u in units), "")
+        bad = [u for u in units if u in self.missing]
+        return Result(argv, 1 if bad else 0, "", f"Unit {bad[0]} not found." if bad else "")
+
+
+def live(payload: dict[str, object], fake: FakeSystemd) -> Failures:
+    failures = Failures("systemctl", logging.getLogger("test"))
+    systemctl.apply_live(systemctl.parse(make_step(systemctl=payload)), failures, fake)
+    return failures
+
+
+def test_live_enable_and_start_a_new_unit_needs_no_reload() -> None:
+    fake = FakeSystemd()
+    assert live({"enable": ["hello", "other"], "start": ["hello"]}, fake).messages == []
+    assert fake.calls == [
+        ["--no-reload", "enable", "hello.service", "other.service"],
+        ["show", "--property=NeedDaemonReload", "--value", "hello.service"],
+        ["start", "hello.service"]]
+
+
+def test_live_start_of_a_changed_unit_reloads_first() -> None:
+    fake = FakeSystemd(stale=("hello.service",))
+    live({"start": ["hello", "other"]}, fake)
+    assert fake.calls[1:] == [["daemon-reload"], ["start", "hello.service", "other.service"]]
+
+
+@pytest.mark.parametrize("payload", [{"mask": ["x"], "start": ["y"]}, {"disable": ["x"]},
+                                     {"overrides": [{"service": "x", "content": "[Unit]\n"}]}])
+def test_live_masks_disables_and_overrides_reload(payload: dict[str, object]) -> None:
+    fake = FakeSystemd()
+    live(payload, fake)
+    assert ["daemon-reload"] in fake.calls
+    assert not [c for c in fake.calls if c[0] == "show"]
+
+
+def test_live_batch_failure_names_each_failing_unit_and_does_the_rest() -> None:
+    fake = FakeSystemd(missing=("nope.service",))
+    failures = live({"enable": ["a", "nope", "b"]}, fake)
+    assert fake.calls[1:] == [["--no-reload", "enable", u] for u in
+                              ("a.service", "nope.service", "b.service")]
+    assert len(failures.messages) == 1 and "nope.service" in failures.messages[0]

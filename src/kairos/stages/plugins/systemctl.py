@@ -10,11 +10,12 @@ On a system with OpenRC and no systemd the step is skipped with a warning saying
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from kairos.run import run
+from kairos.run import Result, run
 from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_map, as_map_list, as_str, as_str_list
 from kairos.stages.fsutil import make_dirs, write_file
@@ -202,19 +203,66 @@ def apply(step: Step, ctx: Context) -> None:
             "to keep such steps apart", _requested(spec))
         return
     failures = Failures("systemctl", ctx.logger)
-    live = systemd_running(ctx)
+    for override in spec.overrides:  # first, so a reload and a start below see them
+        failures.attempt(f"override {override.service}", partial(write_override, ctx, override))
+    if systemd_running(ctx):
+        apply_live(spec, failures)
+    else:
+        apply_offline(spec, ctx, failures)
+    failures.raise_if_any()
+
+
+def apply_offline(spec: Systemctl, ctx: Context, failures: Failures) -> None:
     offline = {"enable": enable_offline, "disable": disable_offline, "mask": mask_offline}
-    for verb in ("enable", "disable", "mask", "start"):
+    for verb in ("enable", "disable", "mask"):
         for name in getattr(spec, verb):
             unit = unit_name(name)
-            if live:
-                result = run(["systemctl", verb, unit], check=False)
-                if result.returncode != 0:
-                    failures.add(f"systemctl {verb} {unit}: {result.stderr.strip()}")
-            elif verb == "start":
-                ctx.logger.info("systemctl: %s not started: systemd is not running here", unit)
-            else:
-                failures.attempt(f"{verb} {unit}", partial(offline[verb], ctx, unit))
-    for override in spec.overrides:
-        failures.attempt(f"override {override.service}", partial(write_override, ctx, override))
-    failures.raise_if_any()
+            failures.attempt(f"{verb} {unit}", partial(offline[verb], ctx, unit))
+    for name in spec.start:
+        ctx.logger.info("systemctl: %s not started: systemd is not running here", unit_name(name))
+
+
+Call = Callable[[list[str]], Result]
+
+
+def _systemctl(argv: list[str]) -> Result:
+    return run(["systemctl", *argv], check=False)
+
+
+def apply_live(spec: Systemctl, failures: Failures, call: Call = _systemctl) -> None:
+    """Links without the implicit reload, one process per verb, and a daemon-reload only
+    when systemd holds something stale.
+
+    `systemctl enable` reloads systemd by default: over a second under emulation, with every
+    other boot job waiting. Enabling only makes links for the next boot, and systemd loads a
+    unit it has never seen when it is started. A reload is needed only for what it already
+    loaded: overrides, masks and disables, and units to start whose files changed on disk.
+    """
+    for verb in ("enable", "disable", "mask"):
+        units = [unit_name(name) for name in getattr(spec, verb)]
+        if units:
+            _each(call, failures, ["--no-reload", verb], units)
+    starts = [unit_name(name) for name in spec.start]
+    stale = bool(spec.overrides or spec.disable or spec.mask)
+    if not stale and starts:
+        shown = call(["show", "--property=NeedDaemonReload", "--value", *starts])
+        stale = shown.returncode != 0 or "yes" in shown.stdout.split()
+    if stale:
+        _each(call, failures, ["daemon-reload"], [])
+    if starts:
+        _each(call, failures, ["start"], starts)
+
+
+def _each(call: Call, failures: Failures, verb: list[str], units: list[str]) -> None:
+    """One call for all units; when it fails, one per unit, so each failure is named and the
+    other units are still done."""
+    result = call([*verb, *units])
+    if result.returncode == 0:
+        return
+    if len(units) < 2:
+        failures.add(f"systemctl {' '.join(verb)} {' '.join(units)}: {result.stderr.strip()}")
+        return
+    for unit in units:
+        one = call([*verb, unit])
+        if one.returncode != 0:
+            failures.add(f"systemctl {' '.join(verb)} {unit}: {one.stderr.strip()}")
