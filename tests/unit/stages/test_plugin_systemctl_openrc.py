@@ -60,3 +60,14 @@ def test_systemd_firstboot_on_openrc_is_skipped_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="kairos.stages.test"):
         systemd_firstboot.apply(make_step(systemd_firstboot={"keymap": "us"}), ctx)
     assert "--keymap=us" in caplog.text and "runs OpenRC" in caplog.text
+
+
+def test_timesyncd_on_openrc_is_skipped_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from kairos.stages.plugins import timesyncd
+    root = _openrc_root(tmp_path)
+    ctx = Context(root=root, logger=logging.getLogger("kairos.stages.test"), host_commands=True)
+    with caplog.at_level(logging.WARNING, logger="kairos.stages.test"):
+        timesyncd.apply(make_step(timesyncd={"NTP": "pool.example"}), ctx)
+    assert "timesyncd: skipped (NTP=pool.example)" in caplog.text
+    assert not (root / "etc/systemd").exists()

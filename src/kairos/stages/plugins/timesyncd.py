@@ -40,6 +40,12 @@ def apply(step: Step, ctx: Context) -> None:
     values = parse(step)
     if not values:
         return
+    from kairos.stages.plugins.systemctl import openrc_only
+    if openrc_only(ctx):
+        ctx.logger.warning("timesyncd: skipped (%s): this system runs OpenRC, where no "
+                           "systemd-timesyncd reads it; configure its NTP client with files or "
+                           "commands", " ".join(f"{k}={v}" for k, v in values.items()))
+        return
     target = ctx.path(CONF)
     make_dirs(target.parent)
     current = target.read_text() if target.exists() else ""
