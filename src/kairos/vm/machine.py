@@ -21,13 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
-from kairos.errors import BadInput, KairosError
+from kairos.errors import BadInput, CommandFailed, KairosError
 from kairos.run import Result, popen, require, run
 from kairos.vm import qmp
 from kairos.vm.argv import QEMU, Wiring, build_argv
 from kairos.vm.cidata import build_cidata
 from kairos.vm.config import VMConfig, detect_format, find_ovmf
-from kairos.vm.net import free_port, ssh_argv, ssh_banner, wait_banner
+from kairos.vm.net import free_port, preauth_failure, ssh_argv, ssh_banner, wait_banner
 from kairos.vm.serial import SerialLog, tail
 
 log = logging.getLogger("kairos.vm")
@@ -36,6 +36,9 @@ log = logging.getLogger("kairos.vm")
 BOOT_MARKER = r"SeaBIOS \(version|BdsDxe: |Linux version \d"
 _PR_SET_PDEATHSIG = 1
 _PORT_CLASH = re.compile(r"host ?forward|hostfwd|Address already in use", re.IGNORECASE)
+
+
+PREAUTH_ATTEMPTS = 4  # ssh tries when the connection ends before authentication
 
 
 class VM:
@@ -256,10 +259,17 @@ class VM:
         user, key = self._identity(user, key)
         argv = ssh_argv(self.ssh_port, user, key, command)
         try:
-            return run(argv, check=check, timeout=timeout, input=input)
+            for attempt in range(1, PREAUTH_ATTEMPTS + 1):
+                res = run(argv, check=False, timeout=timeout, input=input)
+                if attempt == PREAUTH_ATTEMPTS or not preauth_failure(res.returncode, res.stderr):
+                    break
+                time.sleep(1.0)
         except subprocess.TimeoutExpired:
             raise KairosError(f"ssh command timed out after {timeout:.0f}s: {command}",
                               "the guest may be hung; see its serial log") from None
+        if check and res.returncode != 0:
+            raise CommandFailed(argv, res.returncode, res.stderr[-4000:] or res.stdout[-4000:])
+        return res
 
     def wait_for_ssh(self, timeout: float = 900.0, *, user: str | None = None,
                      key: Path | None = None) -> float:

@@ -50,11 +50,14 @@ def wait_banner(port: int, timeout: float, *, host: str = LOCALHOST, interval: f
 
     While the guest has no network, QEMU holds each accepted connection open, silent, for as
     long as its own SYN retries last; one probe at a time would see sshd seconds after it
-    started. So a new probe opens every `interval` seconds and each stays `patience` seconds:
-    the first banner on any of them ends the wait.
+    started. So a new probe opens every `interval` seconds (at most three at a time) and each
+    stays `patience` seconds: the first banner on any of them ends the wait.
     """
     sel = selectors.DefaultSelector()
     opened: dict[socket.socket, float] = {}
+    # Probes held by QEMU all reach sshd at once when the guest comes up; more than a few
+    # would count against its MaxStartups and get the login right after them dropped.
+    most = 3
 
     def drop(sock: socket.socket) -> None:
         sel.unregister(sock)
@@ -65,7 +68,7 @@ def wait_banner(port: int, timeout: float, *, host: str = LOCALHOST, interval: f
     next_probe = 0.0
     try:
         while (now := time.monotonic()) < end:
-            if now >= next_probe:
+            if now >= next_probe and len(opened) < most:
                 next_probe = now + interval
                 try:
                     sock = socket.create_connection((host, port), timeout=1.0)
@@ -76,9 +79,11 @@ def wait_banner(port: int, timeout: float, *, host: str = LOCALHOST, interval: f
                     sel.register(sock, selectors.EVENT_READ)
                     opened[sock] = now
             for sock, since in list(opened.items()):
-                if now - since > patience:
+                if now - since >= patience:
                     drop(sock)
-            wait = max(0.0, min(next_probe, end) - time.monotonic())
+            # until the next probe is due, or, with all probes out, the oldest one gives up
+            due = next_probe if len(opened) < most else min(opened.values()) + patience
+            wait = max(0.0, min(due, end) - time.monotonic())
             if not opened:
                 time.sleep(wait)
                 continue
@@ -97,6 +102,16 @@ def wait_banner(port: int, timeout: float, *, host: str = LOCALHOST, interval: f
         for sock in list(opened):
             drop(sock)
         sel.close()
+
+
+# What ssh prints when the connection ends before authentication, so no command ran and a
+# retry is safe: a guest's sshd still starting, or dropping connections over MaxStartups.
+PREAUTH_ERRORS = ("kex_exchange_identification", "Connection closed by remote host",
+                  "Connection reset by peer", "Connection refused")
+
+
+def preauth_failure(returncode: int, stderr: str) -> bool:
+    return returncode == 255 and any(e in stderr for e in PREAUTH_ERRORS)
 
 
 def ssh_argv(port: int, user: str, key: Path, command: str,

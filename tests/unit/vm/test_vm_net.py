@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kairos.vm.keys import ensure_keypair
-from kairos.vm.net import free_port, ssh_argv, ssh_banner, ssh_hint, wait_banner
+from kairos.vm.net import free_port, preauth_failure, ssh_argv, ssh_banner, ssh_hint, wait_banner
 
 
 def test_free_port_is_bindable_on_localhost() -> None:
@@ -126,3 +126,14 @@ def test_ensure_keypair_creates_once(tmp_path: Path) -> None:
     first = private.read_bytes()
     assert ensure_keypair(tmp_path / "keys") == (private, public)
     assert private.read_bytes() == first  # reused, not regenerated
+
+
+@pytest.mark.parametrize(("code", "stderr", "retry"), [
+    (255, "kex_exchange_identification: Connection closed by remote host", True),
+    (255, "ssh: connect to host 127.0.0.1 port 2222: Connection refused", True),
+    (255, "kairos@127.0.0.1: Permission denied (publickey).", False),  # the key is wrong
+    (1, "Connection closed by remote host", False),  # the remote command's own failure
+])
+def test_only_failures_before_authentication_are_retried(code: int, stderr: str,
+                                                         retry: bool) -> None:
+    assert preauth_failure(code, stderr) is retry
