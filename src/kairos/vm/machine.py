@@ -38,7 +38,11 @@ _PR_SET_PDEATHSIG = 1
 _PORT_CLASH = re.compile(r"host ?forward|hostfwd|Address already in use", re.IGNORECASE)
 
 
-PREAUTH_ATTEMPTS = 4  # ssh tries when the connection ends before authentication
+# Pauses between ssh tries when the connection ends before authentication (no command ran).
+# OpenSSH 9.8+ (Debian 13) refuses a source for a while once its failed or unauthenticated
+# connections add up (PerSourcePenalties), and every guest connection comes from QEMU's
+# 10.0.2.2: probes and logins tried before the user exists count, so ride out ~30 s.
+PREAUTH_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class VM:
@@ -259,11 +263,11 @@ class VM:
         user, key = self._identity(user, key)
         argv = ssh_argv(self.ssh_port, user, key, command)
         try:
-            for attempt in range(1, PREAUTH_ATTEMPTS + 1):
+            for pause in (*PREAUTH_BACKOFF, None):
                 res = run(argv, check=False, timeout=timeout, input=input)
-                if attempt == PREAUTH_ATTEMPTS or not preauth_failure(res.returncode, res.stderr):
+                if pause is None or not preauth_failure(res.returncode, res.stderr):
                     break
-                time.sleep(1.0)
+                time.sleep(pause)
         except subprocess.TimeoutExpired:
             raise KairosError(f"ssh command timed out after {timeout:.0f}s: {command}",
                               "the guest may be hung; see its serial log") from None
@@ -292,7 +296,7 @@ class VM:
                 if res.returncode == 0:
                     return time.monotonic() - self.started_at
                 last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else last
-                time.sleep(0.5)
+                time.sleep(2.0)  # each refused login adds to sshd's penalty for this source
         raise KairosError(f"no SSH login to 127.0.0.1:{self.ssh_port} within {timeout:.0f}s "
                           f"({last}); serial log tail:\n{tail(self.serial_text())}",
                           "check that sshd runs and the key is authorized for the user")
