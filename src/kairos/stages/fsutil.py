@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from kairos.safefs import resolve_in_root as resolve_in_root  # re-exported for the plugins
 
 log = logging.getLogger("kairos.stages")
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
-
-
-def resolve_in_root(root: Path, path: str | os.PathLike[str], *, follow_last: bool = True) -> Path:
-    """`path` (absolute, as seen inside `root`) as a host path, following symlinks inside root."""
-    parts = [p for p in PurePosixPath("/", os.fspath(path)).parts[1:] if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if (parts or follow_last) and candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise OSError(errno.ELOOP, "too many levels of symbolic links", str(path))
-            target = os.readlink(candidate)
-            new_parts = [p for p in PurePosixPath(target).parts if p not in ("", ".")]
-            if target.startswith("/"):
-                resolved = []
-                new_parts = new_parts[1:]
-            parts = new_parts + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
 
 
 def chown(path: Path, uid: int | None, gid: int | None, *, follow: bool = True) -> None:
