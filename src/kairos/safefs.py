@@ -22,9 +22,9 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from kairos.errors import KairosError
 
@@ -183,6 +183,9 @@ class _Walk:
 def _fchown(fd: int, uid: int | None, gid: int | None) -> None:
     if uid is None and gid is None:
         return
+    st = os.fstat(fd)
+    if uid in (None, st.st_uid) and gid in (None, st.st_gid):
+        return  # already right: no ctime change, and works without privileges
     try:
         os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
     except PermissionError:
@@ -234,16 +237,72 @@ def read_bytes(root: Path, path: str | os.PathLike[str], *,
         walk.close()
 
 
-def write_at(dir_fd: int, name: str, data: bytes, *, mode: int, uid: int | None = None,
-             gid: int | None = None, shown: str = "") -> None:
-    """Replace `name` in the directory `dir_fd` with `data`: temp file, fsync, rename, fsync
-    of the directory. What was there (a file, a planted link or hard link) is replaced."""
+def fchown(fd: int, uid: int | None, gid: int | None) -> None:
+    """Change the owner of an open file; without privileges (a scratch root in tests) the
+    owner is left as it is, since only root can give files away."""
+    _fchown(fd, uid, gid)
+
+
+@contextlib.contextmanager
+def open_parent(root: Path, path: str | os.PathLike[str], *, create: bool = False,
+                mode: int = 0o755, follow: Follow = "trusted",
+                follow_last: bool = True) -> Iterator[tuple[int, str, os.stat_result | None]]:
+    """(directory fd, name in it, lstat of that name or None) for file `path` inside `root`.
+    Links on the way, and at the end when `follow_last`, are followed as `follow` allows;
+    missing parents are made (mode, our owner) when `create`. The fd is closed on exit."""
+    shown = os.fspath(path)
+    *dirs, name = _parts(path) or [""]
+    if not name or name == "..":
+        raise UnsafePath(shown, "is not a file path")
+    walk = _Walk(root, shown, follow)
+    try:
+        walk.enter(dirs, create=create, mode=mode, uid=None, gid=None)
+        if follow_last:
+            name, st = walk.last(name)
+        else:
+            try:
+                st = os.stat(name, dir_fd=walk.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+        fd = walk.detach_top()
+    finally:
+        walk.close()
+    try:
+        yield fd, name, st
+    finally:
+        os.close(fd)
+
+
+def read_at(dir_fd: int, name: str, *, shown: str = "") -> tuple[bytes, os.stat_result] | None:
+    """Content and fstat of regular file `name` in `dir_fd`, None when it does not exist.
+    A link (of any owner), fifo or device there is refused with UnsafePath, never opened."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(shown or name, "is a symbolic link; not followed") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(shown or name, "is not a regular file")
+        return fh.read(), st
+
+
+def replace_at(dir_fd: int, name: str, fill: Callable[[BinaryIO], None], *, mode: int,
+               uid: int | None = None, gid: int | None = None, shown: str = "") -> None:
+    """Replace `name` in the directory `dir_fd` with what `fill` writes: temp file, fsync,
+    rename, fsync of the directory. What was there (a file, a planted link or hard link) is
+    replaced, never written through."""
     tmp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb", closefd=False) as fh:
-            fh.write(data)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.fchmod(fd, mode)
@@ -266,26 +325,34 @@ def write_at(dir_fd: int, name: str, data: bytes, *, mode: int, uid: int | None 
     os.fsync(dir_fd)
 
 
+def write_at(dir_fd: int, name: str, data: bytes, *, mode: int, uid: int | None = None,
+             gid: int | None = None, shown: str = "") -> None:
+    """Replace `name` in the directory `dir_fd` with `data`: temp file, fsync, rename, fsync
+    of the directory. What was there (a file, a planted link or hard link) is replaced."""
+    def fill(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    replace_at(dir_fd, name, fill, mode=mode, uid=uid, gid=gid, shown=shown)
+
+
 def write_atomic(root: Path, path: str | os.PathLike[str], data: bytes, *,
                  mode: int | None = 0o644, uid: int | None = None, gid: int | None = None,
                  create_parents: bool = False, dir_mode: int = 0o755,
-                 follow: Follow = "trusted") -> None:
+                 follow: Follow = "trusted", keep_owner: bool = False,
+                 new_mode: int = 0o644) -> None:
     """Atomically write file `path` inside `root`. Trusted links on the way (and at the end:
     `/etc/hosts -> /usr/local/etc/hosts`) are followed inside root; untrusted ones are
-    refused. `mode=None` keeps an existing file's mode (0644 for a new one)."""
+    refused. `mode=None` keeps an existing file's mode (`new_mode` for a new one);
+    `keep_owner` gives the new file the old one's owner where `uid`/`gid` are None."""
     shown = os.fspath(path)
-    *dirs, name = _parts(path) or [""]
-    if not name or name == "..":
-        raise UnsafePath(shown, "is not a file path")
-    walk = _Walk(root, shown, follow)
-    try:
-        walk.enter(dirs, create=create_parents, mode=dir_mode, uid=None, gid=None)
-        name, st = walk.last(name)
+    with open_parent(root, path, create=create_parents, mode=dir_mode,
+                     follow=follow) as (dfd, name, st):
         if mode is None:
-            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
-        write_at(walk.fd, name, data, mode=mode, uid=uid, gid=gid, shown=shown)
-    finally:
-        walk.close()
+            mode = stat.S_IMODE(st.st_mode) if st is not None else new_mode
+        if keep_owner and st is not None and not stat.S_ISLNK(st.st_mode):
+            uid = st.st_uid if uid is None else uid
+            gid = st.st_gid if gid is None else gid
+        write_at(dfd, name, data, mode=mode, uid=uid, gid=gid, shown=shown)
 
 
 def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from kairos.safefs import (
     UnsafePath,
     open_dir,
+    open_parent,
+    read_at,
     read_bytes,
+    replace_at,
     resolve_in_root,
     write_atomic,
     write_file_atomic,
@@ -118,3 +122,70 @@ def test_write_file_atomic(tmp_path: Path) -> None:
     write_file_atomic(target, b"{}", mode=0o640)
     assert target.read_bytes() == b"{}"
     assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_open_parent_and_read_at_refuse_links_at_the_name(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d/f").write_text("data")
+    (root / "d/l").symlink_to("/d/f")
+    with open_parent(root, "/d/l") as (dfd, name, st):  # trusted link at the end: followed
+        assert name == "f" and st is not None
+        found = read_at(dfd, name)
+        assert found is not None and found[0] == b"data"
+    with open_parent(root, "/d/l", follow_last=False) as (dfd, name, st):
+        assert name == "l" and st is not None
+        with pytest.raises(UnsafePath, match="symbolic link"):
+            read_at(dfd, name)  # read_at itself never follows
+        assert read_at(dfd, "missing") is None
+
+
+def test_replace_at_streams_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d/f").write_text("old")
+
+    def broken(fh: BinaryIO) -> None:
+        fh.write(b"half")
+        raise OSError(5, "Input/output error")
+
+    with open_dir(root, "/d") as dfd:
+        with pytest.raises(OSError):
+            replace_at(dfd, "f", broken, mode=0o644)
+        assert (root / "d/f").read_text() == "old"
+        assert sorted(p.name for p in (root / "d").iterdir()) == ["f"]
+        replace_at(dfd, "f", lambda fh: None, mode=0o600)
+    assert (root / "d/f").read_bytes() == b""
+    assert (root / "d/f").stat().st_mode & 0o777 == 0o600
+
+
+def test_write_atomic_new_mode_and_keep_owner(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    write_atomic(root, "/shadow", b"a", mode=None, new_mode=0o600)
+    assert (root / "shadow").stat().st_mode & 0o777 == 0o600
+    (root / "shadow").chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(root / "shadow", 0, 42)
+    write_atomic(root, "/shadow", b"b", mode=None, new_mode=0o600, keep_owner=True)
+    st = (root / "shadow").stat()
+    assert st.st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (0, 42)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a link owned by a user")
+def test_trusted_follows_root_links_but_not_users(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/shadow").write_text("s")
+    (root / "home/u").mkdir(parents=True)
+    (root / "home/u/k").symlink_to("/etc/shadow")
+    with open_parent(root, "/home/u/k") as (_dfd, name, _st):
+        assert name == "shadow"  # root-owned: an image's or admin's link
+    os.chown(root / "home/u/k", 1000, 1000, follow_symlinks=False)
+    with pytest.raises(UnsafePath, match="owned by uid 1000"), open_parent(root, "/home/u/k"):
+        pass
+    with pytest.raises(UnsafePath):
+        write_atomic(root, "/home/u/k", b"x")
+    assert (root / "etc/shadow").read_text() == "s"

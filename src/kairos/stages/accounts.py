@@ -2,17 +2,17 @@
 
 No useradd/groupadd: this works on a scratch root without privileges and inside an
 initramfs. Lines are kept as they are except the ones changed; files are rewritten
-atomically (temporary file + rename) keeping their mode and owner.
+atomically (temporary file + rename) keeping their mode and owner, through safefs (no
+untrusted link followed). No field may hold ':' or a line break (`check_row`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kairos import safefs
 from kairos.stages.context import Context, PluginError
 from kairos.stages.sha512crypt import is_hashed_or_locked, sha512_crypt, verify
 
@@ -24,27 +24,21 @@ FIELDS = {"passwd": 7, "group": 4, "shadow": 9, "gshadow": 4}
 NEW_MODES = {"passwd": 0o644, "group": 0o644, "shadow": 0o600, "gshadow": 0o600}
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace `path` with `data` in one rename, keeping an existing file's mode and owner."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        st = path.stat()
-        mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
-    except FileNotFoundError:
-        owner = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(tmp, *owner)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Characters no field of an account file may hold: ':' separates fields and a line break
+# starts a new entry, so either would let a value add a line such as a second uid-0 user.
+FORBIDDEN = (":", "\n", "\r", "\0")
+
+
+def check_row(kind: str, row: list[str]) -> None:
+    """Refuse a row a field of which would change the file's structure (last line of
+    defence: the users plugin and the schema refuse such values first)."""
+    name = row[0] if row else ""
+    if not name or name.startswith(("+", "-", "#")):  # +/- are NIS compat entries
+        raise PluginError(f"{kind}: {name!r} is not a valid name; nothing written")
+    for i, value in enumerate(row):
+        if any(c in value for c in FORBIDDEN):
+            raise PluginError(f"{kind} entry {name!r}: field {i + 1} ({value!r}) holds ':' or "
+                              "a line break; nothing written")
 
 
 @dataclass
@@ -52,20 +46,21 @@ class Table:
     """One colon-separated account file: rows keyed by their first field."""
 
     kind: str
-    path: Path
+    path: Path  # the host path, for messages
     lines: list[str] = field(default_factory=list)
     exists: bool = False
     changed: bool = False
+    root: Path = Path("/")
+    inside: str = ""  # the path inside root ("" = `path` itself, on the live root)
 
     @classmethod
     def load(cls, ctx: Context, kind: str, path: str | None = None) -> Table:
-        host = ctx.path(path or f"/etc/{kind}")
-        table = cls(kind=kind, path=host)
-        try:
-            table.lines = host.read_text(encoding="utf-8").splitlines()
+        inside = path or f"/etc/{kind}"
+        table = cls(kind=kind, path=ctx.path(inside), root=ctx.root, inside=inside)
+        data = safefs.read_bytes(ctx.root, inside)
+        if data is not None:
+            table.lines = data.decode("utf-8").splitlines()
             table.exists = True
-        except FileNotFoundError:
-            pass
         return table
 
     def _index(self, name: str) -> int:
@@ -85,7 +80,9 @@ class Table:
         return [line.split(":") for line in self.lines if line and not line.startswith("#")]
 
     def put(self, row: list[str]) -> None:
-        line = ":".join(str(v) for v in row)
+        row = [str(v) for v in row]
+        check_row(self.kind, row)
+        line = ":".join(row)
         i = self._index(row[0])
         if i < 0:
             self.lines.append(line)
@@ -114,7 +111,10 @@ class Table:
         if not self.changed:
             return
         text = "\n".join(self.lines) + ("\n" if self.lines else "")
-        write_atomic(self.path, text.encode(), mode=NEW_MODES[self.kind])
+        # atomic, keeping the file's mode and owner (shadow stays root:shadow 0640)
+        safefs.write_atomic(self.root, self.inside or self.path, text.encode(), mode=None,
+                            new_mode=NEW_MODES[self.kind], keep_owner=True,
+                            create_parents=True)
         self.exists = True
         self.changed = False
 

@@ -180,3 +180,54 @@ def test_validate_random_yaml_text_never_raises(text: str) -> None:
     result = validate_text("#cloud-config\n" + text, "r.yaml")
     for diag in result.diagnostics:
         assert diag.file == "r.yaml" and str(diag).startswith("r.yaml")
+
+
+# --- user fields that would add lines to /etc/passwd, /etc/group or /etc/shadow ---
+
+INJECTION = "evil::0:0::/:/bin/sh"
+ACCOUNT_INJECTIONS: list[tuple[str, str]] = [
+    ("shell", f'shell: "/bin/sh\\n{INJECTION}"'),
+    ("homedir", 'homedir: "/home/x:0:0::/:/bin/sh"'),
+    ("gecos", f'gecos: "Eve\\n{INJECTION}"'),
+    ("primary_group", 'primary_group: "users\\nevil:x:0:"'),
+    ("groups[0]", 'groups: ["admin\\nevil:x:0:"]'),
+    ("groups[0]", 'groups: ["admin,root"]'),
+    ("passwd", 'passwd: "$6$salt$hash:1:0:99999:7:::\\nevil::1:0:99999:7:::"'),
+    ("passwd", 'passwd: "pw\\nevil"'),
+]
+
+
+@pytest.mark.parametrize(("key", "line"), ACCOUNT_INJECTIONS)
+def test_account_injection_is_an_error_in_both_user_forms(key: str, line: str) -> None:
+    listed = validate_text(f"#cloud-config\nusers:\n- name: eve\n  {line}\n", F)
+    assert not listed.ok
+    assert [d.path for d in listed.errors] == [f"users[0].{key}"]
+    step = validate_text(f"#cloud-config\nstages:\n  boot:\n  - users:\n      eve:\n"
+                         f"        {line}\n", F)
+    assert [d.path for d in step.errors] == [f"stages.boot[0].users.eve.{key}"]
+
+
+@pytest.mark.parametrize("name", ['"eve\\n"', '"root\\nevil"', '"a:b"', '"a,b"', '".."'])
+def test_bad_user_names_are_errors(name: str) -> None:
+    assert not validate_text(f"#cloud-config\nusers:\n- name: {name}\n", F).ok
+    assert not validate_text(f"#cloud-config\nstages:\n  boot:\n  - users:\n      {name}: "
+                             "{}\n", F).ok
+
+
+def test_ordinary_users_stay_valid() -> None:
+    body = ("#cloud-config\nusers:\n- name: kairos\n  passwd: 'pa:ss'\n  gecos: 'Kairos: OS'\n"
+            "  shell: /bin/bash\n  homedir: /home/kairos\n  groups: [admin, systemd-journal]\n"
+            "  primary_group: users\n- name: svc\n  passwd: '$6$salt$hash'\nstages:\n  boot:\n"
+            "  - users:\n      bob: {passwd: '!', shell: /bin/sh, gecos: 'Bob,,,'}\n")
+    result = validate_text(body, F)
+    assert result.ok, [str(d) for d in result.diagnostics]
+
+
+def test_config_validate_exits_2_on_an_injection(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import kairos.cli as cli
+
+    monkeypatch.setattr(cli, "VERB_MODULES", ("kairos.cli.config_cmd",))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'#cloud-config\nusers:\n- name: eve\n  shell: "/bin/sh\\n{INJECTION}"\n')
+    assert cli.main(["config", "validate", str(bad)]) == 2

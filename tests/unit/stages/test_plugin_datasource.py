@@ -5,9 +5,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kairos import safefs
 from kairos.stages.context import Context, PluginError
 from kairos.stages.plugins import datasource
 from kairos.stages.runner import run_stage
@@ -100,16 +102,15 @@ def test_data_on_a_later_volume_wins_over_an_unreadable_one(
 def test_unreadable_file_source_is_a_failure(ctx: Context,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     (ctx.root / "srv").mkdir()
-    target = ctx.root / "srv/ud.yaml"
-    target.write_text(USERDATA)
-    real = Path.read_bytes
+    (ctx.root / "srv/ud.yaml").write_text(USERDATA)
+    real = safefs.read_bytes
 
-    def read_bytes(self: Path) -> bytes:
-        if self == target:  # root reads through any mode bits; fail the read directly
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def read_bytes(root: Path, path: str, **kw: Any) -> bytes | None:
+        if path == "/srv/ud.yaml":  # root reads through any mode bits; fail the read directly
+            raise PermissionError(13, "Permission denied", path)
+        return real(root, path, **kw)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(safefs, "read_bytes", read_bytes)
     with pytest.raises(PluginError, match=r"/srv/ud\.yaml: cannot be read \(Permission denied\)"):
         datasource.apply(make_step(datasource={"providers": ["file"], "path": "/srv/ud.yaml"}),
                          ctx)
@@ -212,3 +213,22 @@ def test_cdrom_nocloud_iso(ctx: Context, tmp_path: Path, monkeypatch: pytest.Mon
         raise
     assert labels == ["cidata"]
     assert (ctx.root / "oem/95_userdata/userdata.yaml").read_text() == USERDATA
+
+
+def test_saved_userdata_is_private(ctx: Context) -> None:
+    """User data may hold passwords and tokens: 0600 root, also when it was saved 0644."""
+    base = ctx.root / "oem/95_userdata"
+    base.mkdir(parents=True)
+    (base / "userdata.yaml").write_text(USERDATA)
+    (base / "userdata.yaml").chmod(0o644)  # left by an older version
+    datasource.save_userdata(ctx, "/oem/95_userdata", USERDATA.encode(), "userdata.yaml")
+    for name in ("userdata", "userdata.yaml"):
+        st = (base / name).stat()
+        assert st.st_mode & 0o777 == 0o600, name
+        if os.geteuid() == 0:
+            assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_script_userdata_is_private(ctx: Context) -> None:
+    datasource.save_userdata(ctx, "/oem/95_userdata", b"#!/bin/sh\ntrue\n", "userdata.yaml")
+    assert (ctx.root / "oem/95_userdata/userdata").stat().st_mode & 0o777 == 0o700

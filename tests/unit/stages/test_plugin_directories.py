@@ -35,3 +35,16 @@ def test_default_mode_and_file_in_the_way(ctx: Context) -> None:
     with pytest.raises(PluginError, match="not a directory"):
         directories.apply(make_step(directories=[{"path": "/blocker"}, {"path": "/ok"}]), ctx)
     assert (ctx.root / "ok").stat().st_mode & 0o777 == 0o755  # the next one still done
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a link owned by a user")
+def test_planted_link_is_not_chmod_or_given_away(ctx: Context) -> None:
+    (ctx.root / "home/alice").mkdir(parents=True)
+    (ctx.root / "home/alice/data").symlink_to("/etc")
+    os.chown(ctx.root / "home/alice/data", 1000, 1000, follow_symlinks=False)
+    before = (ctx.root / "etc").stat()
+    with pytest.raises(PluginError, match="not followed"):
+        directories.apply(make_step(directories=[
+            {"path": "/home/alice/data", "permissions": 0o777, "owner": 1000}]), ctx)
+    after = (ctx.root / "etc").stat()
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import gzip
 import os
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,73 @@ def test_unchanged_content_keeps_the_mtime_and_new_content_replaces(ctx: Context
                                   "content": "[Unit]\nDescription=new\n"}]), ctx)
     assert target.read_text() == "[Unit]\nDescription=new\n"
     assert target.stat().st_mtime != 1_000_000
+
+
+# --- write_files into a place a user controls: their planted links are not followed ---
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root to plant a link owned by a user")
+
+
+def alice_home(ctx: Context) -> Path:
+    home = ctx.root / "home/alice"
+    home.mkdir(parents=True)
+    with (ctx.root / "etc/passwd").open("a") as fh:
+        fh.write("alice:x:1000:1000::/home/alice:/bin/sh\n")
+    return home
+
+
+@needs_root
+def test_planted_link_at_the_target_is_refused(ctx: Context) -> None:
+    home = alice_home(ctx)
+    (home / ".profile").symlink_to("/etc/shadow")
+    os.chown(home / ".profile", 1000, 1000, follow_symlinks=False)
+    before = (ctx.root / "etc/shadow").read_bytes()
+    with pytest.raises(PluginError, match="not followed"):
+        files.apply(make_step(files=[{"path": "/home/alice/.profile", "content": "x\n",
+                                      "owner_string": "alice"}]), ctx)
+    shadow = ctx.root / "etc/shadow"
+    assert shadow.read_bytes() == before and shadow.stat().st_uid == 0
+
+
+@needs_root
+def test_planted_link_on_the_way_is_refused(ctx: Context) -> None:
+    home = alice_home(ctx)
+    (home / ".config").symlink_to("/etc")
+    os.chown(home / ".config", 1000, 1000, follow_symlinks=False)
+    before = (ctx.root / "etc/shadow").read_bytes()
+    with pytest.raises(PluginError, match="not followed"):
+        files.apply(make_step(files=[{"path": "/home/alice/.config/shadow", "content": "x\n",
+                                      "owner_string": "alice"}]), ctx)
+    assert (ctx.root / "etc/shadow").stat().st_uid == 0
+    assert (ctx.root / "etc/shadow").read_bytes() == before
+
+
+def test_planted_hard_link_is_replaced_not_written_through(ctx: Context) -> None:
+    home = alice_home(ctx)
+    shadow = ctx.root / "etc/shadow"
+    before = shadow.read_bytes()
+    os.link(shadow, home / ".profile")
+    files.apply(make_step(files=[{"path": "/home/alice/.profile", "content": "x\n"}]), ctx)
+    assert shadow.read_bytes() == before
+    assert (home / ".profile").read_text() == "x\n"
+    assert (home / ".profile").stat().st_ino != shadow.stat().st_ino
+    # same content as the linked file: still replaced, never chmod-ed through the link
+    os.unlink(home / ".profile")
+    os.link(shadow, home / ".profile")
+    files.apply(make_step(files=[{"path": "/home/alice/.profile", "content": before.decode(),
+                                  "permissions": 0o666}]), ctx)
+    assert shadow.stat().st_mode & 0o777 == 0o640
+
+
+def test_existing_owner_and_mode_are_kept(ctx: Context) -> None:
+    home = alice_home(ctx)
+    (home / ".bashrc").write_text("old\n")
+    (home / ".bashrc").chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(home / ".bashrc", 1000, 1000)
+    files.apply(make_step(files=[{"path": "/home/alice/.bashrc", "content": "new\n"}]), ctx)
+    st = (home / ".bashrc").stat()
+    assert st.st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (1000, 1000)

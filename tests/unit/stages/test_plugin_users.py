@@ -3,11 +3,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kairos.stages.context import Context
+import pytest
+
+from kairos.stages import plugins
+from kairos.stages.context import Context, PluginError
+from kairos.stages.fields import PayloadError
 from kairos.stages.plugins import users
 from kairos.stages.sha512crypt import verify
 
 from .helpers import make_step
+
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
 
 
 def rows(root: Path, name: str) -> dict[str, list[str]]:
@@ -91,3 +97,87 @@ def test_new_user_without_password_is_locked(ctx: Context) -> None:
     users.apply(make_step(users={"nopw": {}}), ctx)
     assert rows(ctx.root, "shadow")["nopw"][1] == "!"
     assert rows(ctx.root, "passwd")["nopw"][6] == "/bin/sh"
+
+
+# --- values that would change the structure of the account files are refused ---
+
+INJECTIONS = [
+    ("shell", {"shell": "/bin/sh\nevil::0:0::/:/bin/sh"}),
+    ("homedir", {"homedir": "/home/x:0:0::/:/bin/sh"}),
+    ("gecos", {"gecos": "Eve\nevil::0:0::/:/bin/sh"}),
+    ("primary_group", {"primary_group": "users\nevil:x:0:"}),
+    ("groups", {"groups": ["admin\nevil:x:0:"]}),
+    ("groups", {"groups": ["admin,root"]}),
+    ("passwd", {"passwd": "$6$salt$hash:19000:0:99999:7:::\nevil::0:0::::"}),
+    ("passwd", {"passwd": "!\nevil::1:0:99999:7:::"}),
+]
+
+
+@pytest.mark.parametrize(("field", "spec"), INJECTIONS, ids=[f"{f}-{i}" for i, (f, _) in
+                                                             enumerate(INJECTIONS)])
+@pytest.mark.parametrize("form", ["map", "list"])
+def test_injection_is_refused_and_nothing_written(ctx: Context, field: str,
+                                                  spec: dict[str, object], form: str) -> None:
+    before = {n: (ctx.root / "etc" / n).read_bytes() for n in ACCOUNT_FILES}
+    users_value: object = ({"eve": spec} if form == "map" else [{"name": "eve", **spec}])
+    step = make_step(users=users_value)
+    with pytest.raises(PayloadError, match=rf"users\.eve\.{field}") as err:
+        users.apply(step, ctx)
+    assert "\n" not in str(err.value)  # one line, the value shown escaped
+    assert {n: (ctx.root / "etc" / n).read_bytes() for n in ACCOUNT_FILES} == before
+    assert not (ctx.root / "home/eve").exists()
+    assert any("users" in p for p in plugins.validate(step))  # `validate` reports it too
+
+
+@pytest.mark.parametrize("name", ["evil\n", "a:b", "a,b", "..", "-r", "+", "a b", "../etc"])
+def test_bad_names_are_refused(ctx: Context, name: str) -> None:
+    before = (ctx.root / "etc/passwd").read_bytes()
+    for value in ({name: {}}, [{"name": name}]):
+        with pytest.raises(PayloadError, match="not a valid name"):
+            users.apply(make_step(users=value), ctx)
+    assert (ctx.root / "etc/passwd").read_bytes() == before
+
+
+def test_plain_password_with_colon_is_hashed(ctx: Context) -> None:
+    users.apply(make_step(users={"kairos": {"passwd": "pa:ss", "gecos": "K: Os"}}), ctx)
+    assert verify("pa:ss", rows(ctx.root, "shadow")["kairos"][1])
+    assert rows(ctx.root, "passwd")["kairos"][4] == "K  Os"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a link owned by a user")
+def test_existing_home_behind_a_users_link_is_not_given_away(ctx: Context) -> None:
+    (ctx.root / "home").mkdir()
+    (ctx.root / "home/alice").symlink_to("/etc")
+    os.chown(ctx.root / "home/alice", 1000, 1000, follow_symlinks=False)
+    with pytest.raises(PluginError, match="not followed"):
+        users.apply(make_step(users={"alice": {"uid": 1000}}), ctx)
+    etc = (ctx.root / "etc").stat()
+    assert (etc.st_uid, etc.st_gid) == (0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a link owned by a user")
+def test_uid_is_not_read_through_a_users_link(ctx: Context) -> None:
+    (ctx.root / "srv/real").mkdir(parents=True)
+    os.chown(ctx.root / "srv/real", 1005, 1005)
+    (ctx.root / "srv/alice").symlink_to("/srv/real")
+    os.chown(ctx.root / "srv/alice", 1007, 1007, follow_symlinks=False)
+    users.apply(make_step(users={"alice": {"homedir": "/srv/alice", "no_create_home": True}}),
+                ctx)
+    assert rows(ctx.root, "passwd")["alice"][2] == "1000"  # not 1005 through the link
+
+
+def test_skel_is_copied_without_following_links(ctx: Context) -> None:
+    skel = ctx.root / "etc/skel"
+    (skel / ".config").mkdir()
+    (skel / ".config/app.conf").write_text("a=1\n")
+    (skel / ".config/app.conf").chmod(0o640)
+    (skel / ".link").symlink_to("/etc/shadow")
+    users.apply(make_step(users={"kairos": {}}), ctx)
+    home = ctx.root / "home/kairos"
+    assert (home / ".config/app.conf").read_text() == "a=1\n"
+    assert (home / ".config/app.conf").stat().st_mode & 0o777 == 0o640
+    assert (home / ".link").is_symlink() and os.readlink(home / ".link") == "/etc/shadow"
+    assert home.stat().st_mode & 0o777 == 0o755
+    if os.geteuid() == 0:
+        assert all(p.lstat().st_uid == 1000 for p in [home, *home.rglob("*")])
+        assert (ctx.root / "etc/shadow").stat().st_uid == 0

@@ -1,22 +1,27 @@
 """`authorized_keys`: user -> SSH keys, literal or fetched (`github:user`, `gitlab:user`, URL).
 
 Keys are appended to ~/.ssh/authorized_keys (mode 600, owned by the user) unless already there,
-so applying the same config every boot changes nothing. A key source that cannot be reached is
+so applying the same config every boot changes nothing. The user controls their home: a link
+or hard link they plant at ~/.ssh or its authorized_keys is refused (the step fails, nothing
+is followed or written through), and the file is replaced atomically. A key source that cannot be reached is
 a clear warning; the other keys are still written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from pathlib import Path
 
+from kairos import safefs
+from kairos.safefs import UnsafePath
 from kairos.stages.accounts import Accounts
 from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import as_map, as_str_list
-from kairos.stages.fsutil import chown
 from kairos.stages.model import Step
 
 KEYS = ("authorized_keys",)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def parse(step: Step) -> dict[str, list[str]]:
@@ -72,28 +77,61 @@ def ensure_keys(ctx: Context, user: str, keys: list[str], accounts: Accounts | N
         except PluginError as exc:
             failures.add(f"{key} for {user}: {exc.message}")
     if wanted:
-        failures.attempt(f"~{user}/.ssh/authorized_keys",
-                         lambda: write_keys(ctx.path(home), uid, gid, wanted))
+        failures.attempt(f"keys for {user}",
+                         lambda: write_keys(ctx, home, uid, gid, wanted))
     if own:
         failures.raise_if_any()
 
 
-def write_keys(home: Path, uid: int, gid: int, keys: list[str]) -> None:
-    ssh_dir = home / ".ssh"
-    if not ssh_dir.is_dir():
-        ssh_dir.mkdir(mode=0o700, parents=True)
-        os.chmod(ssh_dir, 0o700)
-    chown(ssh_dir, uid, gid)
-    target = ssh_dir / "authorized_keys"
-    current = target.read_text() if target.exists() else ""
-    missing = [k for k in dict.fromkeys(keys) if k and k not in current]
-    if not missing and target.exists():
-        return
-    if current and not current.endswith("\n"):
-        current += "\n"
-    target.write_text(current + "".join(k + "\n" for k in missing))
-    os.chmod(target, 0o600)
-    chown(target, uid, gid)
+def open_ssh_dir(home_fd: int, uid: int, gid: int, shown: str) -> int:
+    """The fd of ~/.ssh (made 0700 when missing), owned by the user. It lies in the user's
+    own place, so a link there (whoever owns it) is refused, never followed."""
+    try:
+        fd = os.open(".ssh", DIR_FLAGS, dir_fd=home_fd)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(".ssh", 0o700, dir_fd=home_fd)
+        fd = os.open(".ssh", DIR_FLAGS, dir_fd=home_fd)
+        os.fchmod(fd, 0o700)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(shown, "is a symbolic link or not a directory; not followed, "
+                             "keys not written") from None
+        raise
+    try:
+        safefs.fchown(fd, uid, gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_keys(ctx: Context, home: str, uid: int, gid: int, keys: list[str]) -> None:
+    """Add the missing `keys` to HOME/.ssh/authorized_keys (0600, owned by the user).
+
+    The home is reached from the root through descriptors (trusted links only); .ssh and
+    authorized_keys are never followed when they are links, and a file with other hard
+    links is refused: it could be /etc/shadow, which we must neither read nor extend. The
+    file is replaced atomically, so a power cut never leaves it empty."""
+    shown = f"{home.rstrip('/')}/.ssh"
+    with safefs.open_dir(ctx.root, home, create=True) as home_fd:
+        ssh_fd = open_ssh_dir(home_fd, uid, gid, shown)
+        try:
+            target = f"{shown}/authorized_keys"
+            found = safefs.read_at(ssh_fd, "authorized_keys", shown=target)
+            if found is not None and found[1].st_nlink > 1:
+                raise UnsafePath(target, "has other hard links; not read or changed")
+            current = "" if found is None else found[0].decode("utf-8", errors="replace")
+            missing = [k for k in dict.fromkeys(keys) if k and k not in current]
+            if not missing and found is not None:
+                return  # unchanged: the file (and its mtime) stays as it is
+            if current and not current.endswith("\n"):
+                current += "\n"
+            data = (current + "".join(k + "\n" for k in missing)).encode()
+            safefs.write_at(ssh_fd, "authorized_keys", data, mode=0o600, uid=uid, gid=gid,
+                            shown=target)
+        finally:
+            os.close(ssh_fd)
 
 
 def apply(step: Step, ctx: Context) -> None:

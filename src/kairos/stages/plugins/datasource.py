@@ -16,6 +16,7 @@ up; a `#!` script is saved and run instead, as yip does.
 
 from __future__ import annotations
 
+import errno
 import glob
 import shlex
 from dataclasses import dataclass, field
@@ -23,15 +24,18 @@ from pathlib import Path
 
 import yaml
 
+from kairos import safefs
 from kairos.errors import CommandFailed, KairosError
 from kairos.run import run
 from kairos.stages.context import Context, PluginError
 from kairos.stages.fields import as_map, as_str, as_str_list
-from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.fsutil import write_file
 from kairos.stages.model import Step
 
 KEYS = ("datasource",)
 CONFIG_PATH = "/run/config"
+SECRET_MODE = 0o600  # user data may hold passwords and tokens
+SCRIPT_MODE = 0o700
 # provider -> (filesystem label, files to read in order)
 MEDIA = {"cdrom": ("cidata", ("user-data", "config")),
          "config-drive": ("config-2", ("openstack/latest/user_data",))}
@@ -119,36 +123,37 @@ def from_media(ctx: Context, provider: str, problems: list[str]) -> tuple[bytes,
 
 
 def from_file(ctx: Context, path: str, problems: list[str]) -> tuple[bytes, str] | None:
-    source = ctx.path(path)
-    if not source.is_file():
-        return None
     try:
-        return source.read_bytes(), path
+        data = safefs.read_bytes(ctx.root, path)
     except OSError as exc:
-        problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        if exc.errno not in (errno.ENOTDIR, errno.EISDIR):  # not there as a file: no data
+            problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
         return None
+    except KairosError as exc:  # a fifo, or a link we do not follow
+        problems.append(f"{path}: cannot be read ({exc.message})")
+        return None
+    return None if data is None else (data, path)
 
 
 def save_userdata(ctx: Context, base: str, data: bytes, name: str) -> None:
-    directory = ctx.path(base)
-    make_dirs(directory)
-    raw = directory / "userdata"
+    """User data may hold passwords and tokens: saved 0600 (a script 0700), owned by root."""
+    raw = f"{base.rstrip('/')}/userdata"
     text = data.decode("utf-8", errors="replace")
     if text.startswith("#!"):
-        write_file(raw, data, 0o744)
+        write_file(ctx.root, raw, data, SCRIPT_MODE, 0, 0)
         ctx.logger.info("datasource: user data is a script; running it")
         result = ctx.sh(shlex.quote(ctx.shell_path(f"{base.rstrip('/')}/userdata")))
         if result.returncode != 0:
             raise PluginError(f"user-data script exited {result.returncode}: "
                               f"{result.stderr.strip()[-300:]}")
         return
-    write_file(raw, data, 0o644)
+    write_file(ctx.root, raw, data, SECRET_MODE, 0, 0)
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:
         parsed = "not yaml"
     if parsed is None or isinstance(parsed, dict):
-        write_file(directory / name, data, 0o644)
+        write_file(ctx.root, f"{base.rstrip('/')}/{name}", data, SECRET_MODE, 0, 0)
         ctx.logger.info("datasource: wrote %s/%s", base.rstrip("/"), name)
     else:
         ctx.logger.info("datasource: user data is neither a config nor a script; kept as "

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
 
+from kairos.safefs import UnsafePath
 from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_int, as_map_list, as_mode, as_str
-from kairos.stages.fsutil import DIR_MODE, chown, make_dirs
+from kairos.stages.fsutil import DIR_MODE, make_dirs, set_dir_attrs
 from kairos.stages.model import Step
 
 KEYS = ("directories",)
@@ -37,16 +37,19 @@ def parse(step: Step) -> list[Directory]:
 
 
 def ensure_directory(ctx: Context, d: Directory) -> None:
-    target = ctx.path(d.path)
-    if target.exists() and not target.is_dir():
-        raise PluginError(f"{d.path} exists and is not a directory")
-    if target.is_dir():
+    # through descriptors: a link planted on the way (in a user's home) is refused, not
+    # followed to a directory we would then chmod or give away
+    try:
         # only what the step states is changed on an existing directory
-        if d.permissions is not None:
-            os.chmod(target, d.permissions)
-        chown(target, d.owner, d.group)
+        set_dir_attrs(ctx.root, d.path, d.permissions, d.owner, d.group)
         return
-    make_dirs(target, DIR_MODE if d.permissions is None else d.permissions, d.owner, d.group)
+    except FileNotFoundError:
+        pass
+    except UnsafePath as exc:
+        raise PluginError(f"{d.path} exists and is not a directory we may change "
+                          f"({exc.message})") from None
+    make_dirs(ctx.root, d.path, DIR_MODE if d.permissions is None else d.permissions,
+              d.owner, d.group)
 
 
 def apply(step: Step, ctx: Context) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from kairos.stages.context import Context
 from kairos.stages.fields import as_map, as_str, as_str_list
-from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.fsutil import write_file
 from kairos.stages.model import Step
 
 KEYS = ("dns",)
@@ -44,7 +44,5 @@ def apply(step: Step, ctx: Context) -> None:
     dns = parse(step)
     if not dns.nameservers:  # as yip: nothing to write without a nameserver
         return
-    target = ctx.path(dns.path)
-    make_dirs(target.parent)
-    write_file(target, render(dns).encode())
+    write_file(ctx.root, dns.path, render(dns).encode())
     ctx.logger.info("dns: wrote %s", dns.path)

@@ -5,20 +5,20 @@ A path that is an existing directory receives the file under the URL's base name
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import PurePosixPath
+from typing import BinaryIO
 
+from kairos.safefs import open_parent, replace_at
 from kairos.stages.accounts import Accounts
 from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_int, as_map_list, as_mode, as_str
-from kairos.stages.fsutil import FILE_MODE, chown, make_dirs
+from kairos.stages.fsutil import FILE_MODE, is_dir
 from kairos.stages.model import Step
 
 KEYS = ("downloads",)
@@ -53,14 +53,15 @@ def parse(step: Step) -> list[Download]:
     return out
 
 
-def target_path(ctx: Context, d: Download) -> Path:
-    target = ctx.path(d.path)
-    if target.is_dir():
-        name = Path(urllib.parse.urlparse(d.url).path).name
+def target_path(ctx: Context, d: Download) -> str:
+    """The file to write, inside the root: `path`, or the URL's base name in it when `path`
+    is a directory."""
+    if is_dir(ctx.root, d.path):
+        name = PurePosixPath(urllib.parse.urlparse(d.url).path).name
         if not name:
             raise PluginError(f"{d.path} is a directory and {d.url} names no file")
-        target = target / name
-    return target
+        return f"{d.path.rstrip('/')}/{name}"
+    return d.path
 
 
 def fetch(ctx: Context, d: Download) -> None:
@@ -68,25 +69,25 @@ def fetch(ctx: Context, d: Download) -> None:
     if scheme not in ("http", "https", "file"):
         raise PluginError("only http, https and file URLs are supported")
     target = target_path(ctx, d)
-    make_dirs(target.parent)
-    timeout = float(d.timeout) if d.timeout > 0 else DEFAULT_TIMEOUT
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, \
-                urllib.request.urlopen(d.url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out, 1 << 20)
-        os.chmod(tmp, FILE_MODE if d.permissions is None else d.permissions)
-        os.replace(tmp, target)
-    except urllib.error.HTTPError as exc:
-        raise PluginError(f"HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError) as exc:
-        raise PluginError(str(getattr(exc, "reason", exc))) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     uid, gid = d.owner, d.group
     if d.owner_string:
         uid, gid = Accounts.load(ctx).lookup(d.owner_string)
-    chown(target, uid, gid)
+    timeout = float(d.timeout) if d.timeout > 0 else DEFAULT_TIMEOUT
+
+    def fill(out: BinaryIO) -> None:
+        with urllib.request.urlopen(d.url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out, 1 << 20)
+
+    # a temp file beside the target, renamed over it: a link or hard link planted at the
+    # target is replaced, and an interrupted download leaves the old file
+    with open_parent(ctx.root, target, create=True) as (dfd, name, _st):
+        try:
+            replace_at(dfd, name, fill, mode=FILE_MODE if d.permissions is None
+                       else d.permissions, uid=uid, gid=gid, shown=target)
+        except urllib.error.HTTPError as exc:
+            raise PluginError(f"HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise PluginError(str(getattr(exc, "reason", exc))) from None
     ctx.logger.info("downloads: %s -> %s", d.url, d.path)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from kairos.envfile import parse_env, render_env
 from kairos.stages.context import Context
 from kairos.stages.fields import as_str, as_str_map
-from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.fsutil import read_text, write_file
 from kairos.stages.model import Step
 
 KEYS = ("environment", "environment_file")
@@ -31,9 +31,7 @@ def apply(step: Step, ctx: Context) -> None:
     spec = parse(step)
     if not spec.values:
         return
-    target = ctx.path(spec.path)
-    make_dirs(target.parent)
-    env = parse_env(target.read_text()) if target.exists() else {}
+    env = parse_env(read_text(ctx.root, spec.path))
     env.update({k: ctx.render(v) for k, v in spec.values.items()})
-    write_file(target, render_env(dict(sorted(env.items()))).encode(), 0o644)
+    write_file(ctx.root, spec.path, render_env(dict(sorted(env.items()))).encode(), 0o644)
     ctx.logger.info("environment: %d keys in %s", len(spec.values), spec.path)

@@ -12,7 +12,7 @@ from functools import partial
 from kairos.stages.accounts import Accounts
 from kairos.stages.context import Context, Failures, PluginError
 from kairos.stages.fields import PayloadError, as_int, as_map_list, as_mode, as_str
-from kairos.stages.fsutil import chown, make_dirs, write_file
+from kairos.stages.fsutil import write_file
 from kairos.stages.model import Step
 
 KEYS = ("files",)
@@ -84,10 +84,8 @@ def write(ctx: Context, f: File, accounts: list[Accounts]) -> None:
     if not f.encoding and b"{{" in data:
         data = ctx.render(data.decode()).encode()
     uid, gid = owner_of(ctx, f, accounts)
-    target = ctx.path(f.path)
-    make_dirs(target.parent)
-    write_file(target, data, f.permissions)  # unset: keep an existing file's mode, else 0644
-    chown(target, uid, gid)
+    # unset mode or owner: an existing file's are kept (0644 and root for a new file)
+    write_file(ctx.root, f.path, data, f.permissions, uid, gid)
 
 
 def apply(step: Step, ctx: Context) -> None:

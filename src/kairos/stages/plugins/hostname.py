@@ -12,7 +12,7 @@ from kairos.run import run
 from kairos.stages import sysinfo
 from kairos.stages.context import Context, Failures
 from kairos.stages.fields import as_str
-from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.fsutil import read_text, write_file
 from kairos.stages.model import Step
 
 KEYS = ("hostname",)
@@ -51,17 +51,13 @@ def apply(step: Step, ctx: Context) -> None:
         return
     name = render_name(ctx, template)
     failures = Failures("hostname", ctx.logger)
-    hostname_file = ctx.path("/etc/hostname")
 
     def write_hostname() -> None:
-        make_dirs(hostname_file.parent)
-        write_file(hostname_file, f"{name}\n".encode())
+        write_file(ctx.root, "/etc/hostname", f"{name}\n".encode())
 
     def write_hosts() -> None:
-        hosts = ctx.path("/etc/hosts")
-        current = hosts.read_text() if hosts.exists() else ""
-        make_dirs(hosts.parent)
-        write_file(hosts, hosts_text(current, name).encode())
+        current = read_text(ctx.root, "/etc/hosts")
+        write_file(ctx.root, "/etc/hosts", hosts_text(current, name).encode())
 
     failures.attempt("/etc/hostname", write_hostname)
     failures.attempt("/etc/hosts", write_hosts)

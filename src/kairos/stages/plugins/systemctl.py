@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from kairos.run import Result, run
 from kairos.stages.context import Context, Failures, PluginError
@@ -108,8 +108,8 @@ def install_section(path: Path) -> dict[str, list[str]]:
 
 
 def link(ctx: Context, inside: str, target: str) -> None:
+    make_dirs(ctx.root, str(PurePosixPath(inside).parent))
     host = ctx.path(inside, follow_last=False)
-    make_dirs(host.parent)
     if host.is_symlink() or host.exists():
         if host.is_symlink() and os.readlink(host) == target:
             return
@@ -175,9 +175,7 @@ def write_override(ctx: Context, o: Override) -> None:
         ctx.logger.warning("systemctl: empty override for %s skipped", o.service)
         return
     name = o.name if o.name.endswith(".conf") else f"{o.name}.conf"
-    target = ctx.path(f"{ETC}/{unit_name(o.service)}.d/{name}")
-    make_dirs(target.parent)
-    write_file(target, o.content.encode(), 0o644)
+    write_file(ctx.root, f"{ETC}/{unit_name(o.service)}.d/{name}", o.content.encode(), 0o644)
 
 
 def openrc_only(ctx: Context) -> bool:

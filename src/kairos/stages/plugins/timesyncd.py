@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kairos.stages.context import Context
 from kairos.stages.fields import as_str_map
-from kairos.stages.fsutil import make_dirs, write_file
+from kairos.stages.fsutil import read_text, write_file
 from kairos.stages.model import Step
 
 KEYS = ("timesyncd",)
@@ -46,8 +46,6 @@ def apply(step: Step, ctx: Context) -> None:
                            "systemd-timesyncd reads it; configure its NTP client with files or "
                            "commands", " ".join(f"{k}={v}" for k, v in values.items()))
         return
-    target = ctx.path(CONF)
-    make_dirs(target.parent)
-    current = target.read_text() if target.exists() else ""
-    write_file(target, merge_time_section(current, values).encode())
+    current = read_text(ctx.root, CONF)
+    write_file(ctx.root, CONF, merge_time_section(current, values).encode())
     ctx.logger.info("timesyncd: wrote %s", CONF)
