@@ -26,7 +26,9 @@ def format_path(path: Sequence[Key]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            if not part.isprintable():  # a key with a newline must not break the message
+                part = repr(part)
+            out += f".{part}" if out else part
     return out
 
 

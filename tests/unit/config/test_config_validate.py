@@ -231,3 +231,8 @@ def test_config_validate_exits_2_on_an_injection(tmp_path: Path,
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'#cloud-config\nusers:\n- name: eve\n  shell: "/bin/sh\\n{INJECTION}"\n')
     assert cli.main(["config", "validate", str(bad)]) == 2
+
+
+def test_key_with_newline_stays_on_one_line() -> None:
+    from kairos.config.paths import format_path
+    assert format_path(("stages", "boot", 0, "users", "ev\nil")) == "stages.boot[0].users.'ev\\nil'"
