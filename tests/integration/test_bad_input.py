@@ -1,4 +1,5 @@
-"""Bad input to `kairos disk` gets one line with a hint, exit 2, and leaves no artifact."""
+"""Bad input to `kairos disk` and `kairos build` gets one line with a hint, exit 2, and
+leaves no artifact."""
 
 from __future__ import annotations
 
@@ -41,3 +42,13 @@ def test_missing_image_dir_and_too_small_size(tmp_path: Path, default_image: dic
                   "--size", "200M", check=False)
     assert proc.returncode == 2 and "too small" in proc.stderr
     assert not (tmp_path / "d.raw").exists()
+
+
+@pytest.mark.parametrize("epoch", ["abc", "-1", "1.5"])
+def test_bad_source_date_epoch_is_one_line_exit_2(epoch: str, tmp_path: Path) -> None:
+    proc = kairos("build", "--output", str(tmp_path / "out"), check=False,
+                  env={"SOURCE_DATE_EPOCH": epoch})
+    assert proc.returncode == 2, proc.stderr
+    assert "SOURCE_DATE_EPOCH" in proc.stderr and "hint:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -29,6 +29,21 @@ def test_outputs_exist_and_are_small(default_image: dict[str, object]) -> None:
     assert 'KAIROS_FLAVOR_RELEASE="12"' in release
 
 
+def test_outputs_are_copies_not_links_into_the_cache(default_image: dict[str, object]) -> None:
+    """Editing an output file must never edit the step cache the next build reuses."""
+    out = Path(str(default_image["output"]))
+    for p in [out / "rootfs.squashfs", out / "image.oci.tar", *(out / "oci").rglob("*")]:
+        if p.is_file():
+            assert p.stat().st_nlink == 1, f"{p} is a hard link"
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name], "scratch dir left"
+
+
+def test_build_json_says_how_old_the_base_is(default_image: dict[str, object]) -> None:
+    build = json.loads((Path(str(default_image["output"])) / "build.json").read_text())
+    assert build["base_made"].endswith("Z") and build["base_age_days"] >= 0
+    assert build["rootfs_sha256"] == default_image["rootfs_sha256"]
+
+
 def test_slot_image_contents(default_image: dict[str, object], tmp_path: Path) -> None:
     """The slot carries its kernel, our initrd, early-init, the agent, and no secrets."""
     listing = subprocess.run(["unsquashfs", "-l", "-d", "", str(default_image["rootfs"])],

@@ -16,6 +16,7 @@ from pathlib import Path
 from kairos.artifacts.cpio import Entry, write_cpio
 from kairos.errors import KairosError
 from kairos.run import which
+from kairos.safefs import resolve_in_root, write_file_atomic
 
 # Storage and filesystems a slot can sit on, plus what the boot path mounts. Missing ones
 # (built in, or absent from this kernel) are skipped.
@@ -41,13 +42,19 @@ class InitrdInfo:
 
 def kernel_version(root: Path) -> str:
     """The newest kernel installed in the tree (by /lib/modules)."""
-    mods = root / "lib/modules"
-    versions = sorted((p.name for p in mods.iterdir() if (p / "modules.dep").exists()),
+    mods = resolve_in_root(root, "lib/modules")
+    versions = sorted((p.name for p in mods.iterdir()
+                       if _is_file(root, f"lib/modules/{p.name}/modules.dep")),
                       key=_version_key) if mods.is_dir() else []
     if not versions:
-        raise KairosError(f"no kernel modules found under {mods}",
+        raise KairosError("no kernel modules found under /lib/modules in the image tree",
                           "the image needs a kernel package (e.g. linux-image-amd64)")
     return versions[-1]
+
+
+def _is_file(root: Path, rel: str) -> bool:
+    path = resolve_in_root(root, rel)
+    return path.is_file() and not path.is_symlink()
 
 
 def _version_key(v: str) -> list[object]:
@@ -58,7 +65,11 @@ def _module_index(moddir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Map module name → relative path, and relative path → its dependency paths."""
     deps: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    for line in (moddir / "modules.dep").read_text().splitlines():
+    index = moddir / "modules.dep"
+    if index.is_symlink():  # it could point anywhere on the build host
+        raise KairosError(f"{index.name} of kernel {moddir.name} is a symbolic link",
+                          "reinstall the kernel package in the base")
+    for line in index.read_text().splitlines():
         mod, _, rest = line.partition(":")
         deps[mod] = rest.split()
         base = Path(mod).name
@@ -91,6 +102,9 @@ def resolve_modules(moddir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> l
 
 def _module_bytes(path: Path) -> bytes:
     # busybox insmod may lack xz/zstd support: ship every module uncompressed.
+    if path.is_symlink() or not path.is_file():
+        raise KairosError(f"kernel module {path.name} is not a regular file in the image tree",
+                          "reinstall the kernel package")
     data = path.read_bytes()
     if path.name.endswith(".xz"):
         return lzma.decompress(data)
@@ -109,7 +123,7 @@ def _init_script() -> bytes:
 def build_initrd(root: Path, out: Path, *, mtime: int, busybox: Path | None = None) -> InitrdInfo:
     """Build the initrd for the kernel in `root` and write it (gzip, reproducible) to `out`."""
     kver = kernel_version(root)
-    moddir = root / "lib/modules" / kver
+    moddir = resolve_in_root(root, f"lib/modules/{kver}")
     mods = resolve_modules(moddir)
     bb = busybox or Path(which("busybox"))
     d = stat.S_IFDIR | 0o755
@@ -126,24 +140,24 @@ def build_initrd(root: Path, out: Path, *, mtime: int, busybox: Path | None = No
     for i, mod in enumerate(mods):
         name = Path(mod).name.split(".ko")[0] + ".ko"
         rel = f"lib/modules/{i:02d}-{name}"
-        entries.append(Entry(rel, stat.S_IFREG | 0o644, _module_bytes(moddir / mod)))
+        data = _module_bytes(resolve_in_root(root, f"lib/modules/{kver}/{mod}"))
+        entries.append(Entry(rel, stat.S_IFREG | 0o644, data))
         load_list.append("/" + rel)
     entries.append(Entry("etc/modules", stat.S_IFREG | 0o644, ("\n".join(load_list) + "\n").encode()))
     buf = io.BytesIO()
     write_cpio(entries, buf, mtime)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0,
-                                                     compresslevel=9) as gz:
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=packed, mode="wb", mtime=0, compresslevel=9) as gz:
         gz.write(buf.getvalue())
-    tmp.replace(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(out, packed.getvalue())  # a link planted at `out` is replaced
     return InitrdInfo(out, kver, tuple(Path(m).name for m in mods), out.stat().st_size)
 
 
 def copy_kernel(root: Path, out: Path) -> Path:
     """Copy the tree's kernel image for the version the initrd was built for."""
-    src = root / "boot" / f"vmlinuz-{kernel_version(root)}"
-    if not src.exists():
+    src = resolve_in_root(root, f"boot/vmlinuz-{kernel_version(root)}")
+    if not src.is_file():
         raise KairosError(f"kernel image {src} is missing", "reinstall the kernel package")
     shutil.copyfile(src, out)
     return out

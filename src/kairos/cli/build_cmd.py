@@ -6,12 +6,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
+from kairos.errors import BadInput
 from kairos.factory.bases import parse_base
 
 DEFAULT_CACHE = "/var/cache/kairos"
+BASE_MAX_AGE_ENV = "KAIROS_BASE_MAX_AGE"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,20 +37,56 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rebuild", action="store_true",
                    help="re-run every step after the base, ignoring cached outputs")
     p.add_argument("--refresh-base", action="store_true", help="fetch the base again")
+    p.add_argument("--base-max-age", metavar="DAYS", default=None,
+                   help="fetch a debian:* base again once it is older than DAYS days "
+                        f"(default {BASE_MAX_AGE_ENV} or 7; 0: at every build; "
+                        "'never': keep it until --refresh-base)")
     p.add_argument("--no-oci", action="store_true", help="skip the OCI image output")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_build)
 
 
+def source_date_epoch(env: Mapping[str, str]) -> int:
+    """SOURCE_DATE_EPOCH (seconds since 1970, UTC), or our fixed default when unset."""
+    from kairos.factory.build import DEFAULT_EPOCH
+    text = env.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return DEFAULT_EPOCH
+    if not text.isdigit():
+        raise BadInput(f"SOURCE_DATE_EPOCH='{text}' is not a number of seconds since 1970",
+                       "set it to an integer, e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct), "
+                       "or unset it")
+    return int(text)
+
+
+def base_max_age(option: str | None, env: Mapping[str, str]) -> float | None:
+    """Days after which a debootstrapped base is fetched again (None: never)."""
+    from kairos.factory.build import DEFAULT_BASE_MAX_AGE
+    text = option if option is not None else env.get(BASE_MAX_AGE_ENV, "").strip()
+    shown = "--base-max-age" if option is not None else BASE_MAX_AGE_ENV
+    if not text:
+        return DEFAULT_BASE_MAX_AGE
+    if text.lower() == "never":
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise BadInput(f"{shown} '{text}' is not a number of days",
+                       "give days as a number (0: refresh at every build) or 'never'")
+    return days
+
+
 def run_build(args: argparse.Namespace) -> int:
-    from kairos.factory.build import DEFAULT_EPOCH, BuildOptions, build
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_EPOCH))
+    from kairos.factory.build import BuildOptions, build
     opts = BuildOptions(
         base=parse_base(args.base), version=args.version, output=Path(args.output),
         cache_dir=Path(args.cache_dir), mirror=args.mirror, kernel_package=args.kernel_package,
         extra_packages=tuple(args.packages), compression=args.compression,
-        source_date_epoch=epoch, rebuild=args.rebuild, refresh_base=args.refresh_base,
-        oci=not args.no_oci, init=args.init)
+        source_date_epoch=source_date_epoch(os.environ), rebuild=args.rebuild,
+        refresh_base=args.refresh_base, oci=not args.no_oci, init=args.init,
+        base_max_age_days=base_max_age(args.base_max_age, os.environ))
     result = build(opts)
     if args.json:
         json.dump(asdict(result), sys.stdout, indent=2)
@@ -55,9 +94,15 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         print(f"built {result.version} in {result.output}")
         print(f"  init        {result.init}")
+        print(f"  base        {result.base}, fetched {result.base_made} "
+              f"({_days(result.base_age_days)} old)")
         print(f"  slot image  {result.rootfs} ({result.rootfs_size / 2**20:.0f} MiB)"
               f"  sha256:{result.rootfs_sha256[:16]}…")
         if result.oci_archive:
             print(f"  OCI archive {result.oci_archive}  {result.oci_digest}")
         print("  steps: " + ", ".join(f"{k} {v}" for k, v in result.steps.items()))
     return 0
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"

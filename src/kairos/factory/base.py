@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from kairos.disk.mounts import chroot_mounts
-from kairos.errors import BadInput, KairosError
+from kairos.errors import BadInput
+from kairos.factory import treefs
 from kairos.factory.bases import BaseSpec
 from kairos.run import require, run
 from kairos.stages.sysinfo import os_release as os_release  # re-exported for build.py
@@ -79,13 +82,13 @@ def acquire(spec: BaseSpec, dest: Path, *, mirror: str | None, packages: list[st
         extract_tar(spec.path, dest)
     else:
         unpack_oci(spec.path, dest)
-    if not (dest / "etc").is_dir() or not (dest / "usr").is_dir():
+    if not treefs.is_dir(dest, "etc") or not treefs.is_dir(dest, "usr"):
         raise BadInput(f"base {spec} does not look like a root filesystem (no /etc or /usr)",
                        "give the root of a Linux distribution tree")
 
 
 def missing_packages(root: Path, packages: list[str]) -> list[str]:
-    if not (root / "usr/bin/dpkg-query").exists():
+    if not treefs.exists(root, "usr/bin/dpkg-query"):
         return list(packages)
     res = run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Status}\\n"],
               check=False)
@@ -105,27 +108,42 @@ def install_packages(root: Path, packages: list[str]) -> None:
         raise BadInput(f"base distribution '{rel.get('ID', 'unknown')}' is not supported yet "
                        f"(it lacks {', '.join(missing[:5])})",
                        "use a Debian or Ubuntu base, or one that already has these packages")
-    resolv = root / "etc/resolv.conf"
-    saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
-    link = resolv.readlink() if resolv.is_symlink() else None
-    policy = root / "usr/sbin/policy-rc.d"
+    env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    with host_resolv_conf(root), no_service_starts(root), chroot_mounts(root):
+        run(["chroot", str(root), "apt-get", "update", "-qq"], env=env)
+        run(["chroot", str(root), "apt-get", "install", "-y", "-qq",
+             "--no-install-recommends", *missing], env=env)
+        run(["chroot", str(root), "apt-get", "clean"], env=env)
+
+
+@contextlib.contextmanager
+def host_resolv_conf(root: Path) -> Iterator[None]:
+    """The build host's resolv.conf in the tree (apt needs DNS), the tree's own put back
+    after: a file or a link (a link is never followed, even inside the tree)."""
+    rel = "etc/resolv.conf"
+    entry = treefs.inside(root, rel, follow_last=False)
+    link = os.readlink(entry) if entry.is_symlink() else None
+    saved = treefs.read(root, rel) if link is None and treefs.is_file(root, rel) else None
+    host = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").is_file() else b""
+    treefs.remove(root, rel)
+    treefs.write(root, rel, host)
     try:
-        resolv.unlink(missing_ok=True)
-        shutil.copyfile("/etc/resolv.conf", resolv)
-        policy.write_text("#!/bin/sh\nexit 101\n")  # never start services in the chroot
-        policy.chmod(0o755)
-        env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
-        with chroot_mounts(root):
-            run(["chroot", str(root), "apt-get", "update", "-qq"], env=env)
-            run(["chroot", str(root), "apt-get", "install", "-y", "-qq",
-                 "--no-install-recommends", *missing], env=env)
-            run(["chroot", str(root), "apt-get", "clean"], env=env)
-    except KairosError:
-        raise
+        yield
     finally:
-        policy.unlink(missing_ok=True)
-        resolv.unlink(missing_ok=True)
+        treefs.remove(root, rel)
         if link is not None:
-            resolv.symlink_to(link)
+            treefs.symlink(root, rel, link)
         elif saved is not None:
-            resolv.write_bytes(saved)
+            treefs.write(root, rel, saved)
+
+
+@contextlib.contextmanager
+def no_service_starts(root: Path) -> Iterator[None]:
+    """policy-rc.d saying no: package scripts never start services in the chroot."""
+    rel = "usr/sbin/policy-rc.d"
+    treefs.remove(root, rel)  # a planted link goes: we write our own file, never through it
+    treefs.write(root, rel, "#!/bin/sh\nexit 101\n", mode=0o755)
+    try:
+        yield
+    finally:
+        treefs.remove(root, rel)

@@ -3,26 +3,36 @@ a hash of its inputs. A plain ordered list of steps over one context (mkosi's sh
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import datetime
+import errno
 import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kairos.artifacts.rootfs import make_squashfs, sha256_file
-from kairos.errors import BadInput
+from kairos.disk.mounts import remove_tree
+from kairos.errors import BadInput, KairosError
 from kairos.factory.base import acquire, install_packages, os_release, required_packages
 from kairos.factory.bases import BaseSpec
-from kairos.factory.cache import StepCache, fingerprint_path, hash_tree, input_key
+from kairos.factory.cache import StepCache, fingerprint_path, hash_tree, input_key, pid_alive
 from kairos.factory.inits import check_choice, resolve_init, static_init
 from kairos.factory.kairosify import PKG_DIR, kairosify
 from kairos.factory.release import Release
-from kairos.run import require
+from kairos.run import require, run
+from kairos.safefs import resolve_in_root
 from kairos.ui import step
 
 log = logging.getLogger("kairos.factory")
 DEFAULT_EPOCH = 1_700_000_000  # used when SOURCE_DATE_EPOCH is unset: builds stay reproducible
+DEFAULT_BASE_MAX_AGE = 7.0  # days after which a debootstrapped base is fetched again
+DAY = 86400
 
 
 @dataclass
@@ -42,6 +52,7 @@ class BuildOptions:
     model: str = "generic"
     variant: str = "core"
     init: str = "auto"  # systemd | openrc | auto (systemd for debian:*, else the base's own)
+    base_max_age_days: float | None = DEFAULT_BASE_MAX_AGE  # None: never refresh by age
 
 
 @dataclass
@@ -59,6 +70,8 @@ class BuildResult:
     oci_archive: str | None = None
     oci_digest: str | None = None
     init: str = "systemd"  # the image's service manager
+    base_made: str = ""  # when the base tree was fetched (UTC, ISO 8601)
+    base_age_days: int = 0
     steps: dict[str, str] = field(default_factory=dict)  # step → "built" | "cached"
 
 
@@ -68,6 +81,8 @@ class Context:
     cache: StepCache
     result_steps: dict[str, str] = field(default_factory=dict)
     init: str | None = None  # None until known: read from the base tree for auto + a tree
+    clock: Callable[[], float] = time.time
+    base_made: float | None = None  # when the base step used was made
 
     def __post_init__(self) -> None:
         if self.init is None:
@@ -96,38 +111,89 @@ def _base_key(ctx: Context) -> str:
     return input_key("base", spec.kind, fingerprint_path(spec.path), ctx.opts.mirror)
 
 
+def base_is_stale(made: float | None, now: float, max_age_days: float | None) -> bool:
+    """Whether a base made at `made` is to be fetched again at `now`: older than the
+    maximum age (0: always; None: never)."""
+    if made is None or max_age_days is None:
+        return False
+    return max_age_days <= 0 or now - made > max_age_days * DAY
+
+
+def base_age_days(made: float | None, now: float) -> int:
+    return 0 if made is None else max(0, int((now - made) // DAY))
+
+
 def step_base(ctx: Context) -> tuple[Path, str]:
+    """The base tree and the key later steps build on: the base's inputs and when it was
+    made, so a refreshed base is kairosified again."""
     key = _base_key(ctx)
-    hit = None if ctx.opts.refresh_base else ctx.cache.lookup("base", key)
-    if hit:
-        ctx.result_steps["base"] = "cached"
-        return hit / "tree", key
+    with ctx.cache.claim("base", key, reuse=not ctx.opts.refresh_base) as hit:
+        if hit and _auto_refresh(ctx, key):
+            _refresh_base(ctx, key)
+        elif hit:
+            ctx.result_steps["base"] = "cached"
+        else:
+            _make_base(ctx, key)
+    ctx.base_made = ctx.cache.created("base", key)
+    return ctx.cache.path("base", key) / "tree", input_key("base-made", key, ctx.base_made)
+
+
+def _auto_refresh(ctx: Context, key: str) -> bool:
+    if ctx.opts.base.kind != "debian":  # a dir/tar/OCI base is keyed by its content
+        return False
+    made = ctx.cache.created("base", key)
+    if not base_is_stale(made, ctx.clock(), ctx.opts.base_max_age_days):
+        return False
+    log.info("The base is %d days old (--base-max-age %g): fetching it again",
+             base_age_days(made, ctx.clock()), ctx.opts.base_max_age_days or 0)
+    return True
+
+
+def _refresh_base(ctx: Context, key: str) -> None:
+    """Fetch the base again; when that fails (no mirror), keep building on the old one,
+    which stays in place until a new one is complete."""
+    try:
+        _make_base(ctx, key)
+    except KairosError as exc:
+        log.warning("could not refresh the base (%s); building on the one from %s", exc,
+                    _iso(ctx.cache.created("base", key)))
+        ctx.result_steps["base"] = "cached (refresh failed)"
+
+
+def _make_base(ctx: Context, key: str) -> None:
     packages = ctx.packages() if ctx.opts.base.kind == "debian" else []
     with step(f"Bringing in base {ctx.opts.base}"), ctx.cache.produce("base", key) as out:
         acquire(ctx.opts.base, out / "tree", mirror=ctx.opts.mirror, packages=packages)
     ctx.result_steps["base"] = "built"
-    return ctx.cache.path("base", key) / "tree", key
+
+
+def _iso(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    from kairos.run import run
     run(["cp", "-a", "--", f"{src}/.", str(dest)])
 
 
 def step_packages(ctx: Context, base: Path, base_key: str) -> tuple[Path, str]:
     from kairos.factory.base import missing_packages
     key = input_key("packages", base_key, ctx.packages())
-    hit = None if ctx.opts.rebuild else ctx.cache.lookup("packages", key)
-    if hit:
+    if not ctx.opts.rebuild and (hit := ctx.cache.lookup("packages", key)):
         ctx.result_steps["packages"] = "cached"
         return hit / "tree", key
     if not missing_packages(base, ctx.packages()):
         ctx.result_steps["packages"] = "none needed"
         return base, base_key
-    with step("Installing packages"), ctx.cache.produce("packages", key) as out:
-        (out / "tree").mkdir()
-        _copy_tree(base, out / "tree")
-        install_packages(out / "tree", ctx.packages())
+    with ctx.cache.claim("packages", key, reuse=not ctx.opts.rebuild) as hit:
+        if hit:
+            ctx.result_steps["packages"] = "cached"
+            return hit / "tree", key
+        with step("Installing packages"), ctx.cache.produce("packages", key) as out:
+            (out / "tree").mkdir()
+            _copy_tree(base, out / "tree")
+            install_packages(out / "tree", ctx.packages())
     ctx.result_steps["packages"] = "built"
     return ctx.cache.path("packages", key) / "tree", key
 
@@ -146,15 +212,16 @@ def step_kairosify(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
     release = _release(ctx, tree)
     key = input_key("kairosify", prev_key, hash_tree(PKG_DIR), asdict(release),
                     ctx.opts.source_date_epoch, ctx.service_manager)
-    hit = None if ctx.opts.rebuild else ctx.cache.lookup("kairosify", key)
-    if hit:
-        ctx.result_steps["kairosify"] = "cached"
-        return hit / "tree", key
-    with step(f"Kairosifying the tree ({ctx.service_manager})"), \
-            ctx.cache.produce("kairosify", key, lineage=ctx.lineage) as out:
-        (out / "tree").mkdir()
-        _copy_tree(tree, out / "tree")
-        kairosify(out / "tree", release, ctx.opts.source_date_epoch, init=ctx.service_manager)
+    with ctx.cache.claim("kairosify", key, reuse=not ctx.opts.rebuild) as hit:
+        if hit:
+            ctx.result_steps["kairosify"] = "cached"
+            return hit / "tree", key
+        with step(f"Kairosifying the tree ({ctx.service_manager})"), \
+                ctx.cache.produce("kairosify", key, lineage=ctx.lineage) as out:
+            (out / "tree").mkdir()
+            _copy_tree(tree, out / "tree")
+            kairosify(out / "tree", release, ctx.opts.source_date_epoch,
+                      init=ctx.service_manager)
     ctx.cache.prune("kairosify", key, lineage=ctx.lineage)
     ctx.result_steps["kairosify"] = "built"
     return ctx.cache.path("kairosify", key) / "tree", key
@@ -162,16 +229,20 @@ def step_kairosify(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
 
 def step_squash(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
     key = input_key("squash", prev_key, ctx.opts.compression, ctx.opts.source_date_epoch)
-    hit = None if ctx.opts.rebuild else ctx.cache.lookup("squash", key)
-    if hit:
-        ctx.result_steps["squash"] = "cached"
-        return hit, key
-    with step(f"Writing the slot image (squashfs, compression {ctx.opts.compression})"), \
-            ctx.cache.produce("squash", key, lineage=ctx.lineage) as out:
-        make_squashfs(tree, out / "rootfs.squashfs", mtime=ctx.opts.source_date_epoch,
-                      compression=ctx.opts.compression)
-        shutil.copyfile(tree / "boot/vmlinuz", out / "vmlinuz")
-        shutil.copyfile(tree / "boot/initrd", out / "initrd")
+    with ctx.cache.claim("squash", key, reuse=not ctx.opts.rebuild) as hit:
+        if hit:
+            ctx.result_steps["squash"] = "cached"
+            return hit, key
+        with step(f"Writing the slot image (squashfs, compression {ctx.opts.compression})"), \
+                ctx.cache.produce("squash", key, lineage=ctx.lineage) as out:
+            make_squashfs(tree, out / "rootfs.squashfs", mtime=ctx.opts.source_date_epoch,
+                          compression=ctx.opts.compression)
+            for name in ("vmlinuz", "initrd"):
+                src = resolve_in_root(tree, f"boot/{name}")
+                if src.is_symlink() or not src.is_file():
+                    raise KairosError(f"/boot/{name} is missing in the image tree",
+                                      "run the build again with --rebuild")
+                shutil.copyfile(src, out / name)
     ctx.cache.prune("squash", key, lineage=ctx.lineage)
     ctx.result_steps["squash"] = "built"
     return ctx.cache.path("squash", key), key
@@ -179,35 +250,98 @@ def step_squash(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
 
 def step_oci(ctx: Context, tree: Path, prev_key: str, release: Release) -> tuple[Path, str]:
     key = input_key("oci", prev_key, ctx.opts.source_date_epoch)
-    hit = None if ctx.opts.rebuild else ctx.cache.lookup("oci", key)
-    if hit:
-        ctx.result_steps["oci"] = "cached"
-        return hit, key
     from kairos.factory.ociout import write_oci
-    with step("Writing the OCI image"), ctx.cache.produce("oci", key, lineage=ctx.lineage) as out:
-        write_oci(tree, out, release=release, mtime=ctx.opts.source_date_epoch)
+    with ctx.cache.claim("oci", key, reuse=not ctx.opts.rebuild) as hit:
+        if hit:
+            ctx.result_steps["oci"] = "cached"
+            return hit, key
+        with step("Writing the OCI image"), \
+                ctx.cache.produce("oci", key, lineage=ctx.lineage) as out:
+            write_oci(tree, out, release=release, mtime=ctx.opts.source_date_epoch)
     ctx.cache.prune("oci", key, lineage=ctx.lineage)
     ctx.result_steps["oci"] = "built"
     return ctx.cache.path("oci", key), key
 
 
-def _publish(src: Path, dest: Path) -> None:
-    """Place a cached artifact in the output dir: a hard link when possible, else a copy."""
-    if dest.is_dir() and not dest.is_symlink():
-        shutil.rmtree(dest)
-    else:
-        dest.unlink(missing_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dest, copy_function=_link_or_copy)
-    else:
-        _link_or_copy(str(src), str(dest))
+def copy_out(src: Path, dest: Path) -> None:
+    """Copy a cached artifact (file or directory) out of the cache: a reflink where the
+    filesystem can, else a plain copy; never a hard link (editing it would edit the cache)."""
+    run(["cp", "-a", "--reflink=auto", "--", str(src), str(dest)])
 
 
-def _link_or_copy(src: str, dest: str) -> None:
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A scratch directory beside `out` to assemble the output in; swapped in as a whole
+    when the block succeeds, removed (the previous output untouched) when it fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_outputs(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    remove_tree(tmp)
+    tmp.mkdir()
     try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
+        yield tmp
+        swap_in(tmp, out)
+    finally:
+        remove_tree(tmp)
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Put directory `new` at `out` in one step; the old `out` (if any) is deleted after."""
+    if not os.path.lexists(out):
+        new.rename(out)
+        return
+    if _exchange(new, out):  # `new` now holds the old output
+        remove_tree(new)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    remove_tree(old)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two paths atomically; False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _clean_stale_outputs(out: Path) -> None:
+    """What a killed build left beside `out` (invariant 5)."""
+    prefix = f".{out.name}."
+    for p in out.parent.iterdir():
+        kind, _, pid = p.name.removeprefix(prefix).partition("-")
+        if (p.name.startswith(prefix) and kind in ("tmp", "old") and pid.isdigit()
+                and not pid_alive(int(pid))):
+            remove_tree(p)
+
+
+def check_output(out: Path) -> None:
+    """The output directory is replaced as a whole: refuse anything but a new directory or
+    an earlier build's output."""
+    if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):
+        raise BadInput(f"output '{out}' exists and is not a directory (or is a link)",
+                       "give a new directory (or an earlier build's output) with -o")
+    if out.is_dir() and any(out.iterdir()) and not (out / "build.json").is_file():
+        raise BadInput(f"output directory '{out}' is not empty and holds no earlier build "
+                       "(no build.json); the build replaces it as a whole",
+                       "give a new directory with -o, or empty this one")
 
 
 def preflight(opts: BuildOptions) -> None:
@@ -219,38 +353,46 @@ def preflight(opts: BuildOptions) -> None:
     if opts.base.kind == "debian":
         tools.append("debootstrap")
     require(*tools)
+    check_output(opts.output)
     if os.geteuid() != 0:
         raise BadInput("kairos build needs root (chroot, package installs, device nodes)",
                        "run it with sudo")
 
 
-def build(opts: BuildOptions) -> BuildResult:
+def build(opts: BuildOptions, *, clock: Callable[[], float] = time.time) -> BuildResult:
     preflight(opts)
-    ctx = Context(opts, StepCache(opts.cache_dir))
+    with StepCache(opts.cache_dir) as cache:
+        ctx = Context(opts, cache, clock=clock)
+        return _build(ctx)
+
+
+def _build(ctx: Context) -> BuildResult:
+    opts = ctx.opts
     base, key = step_base(ctx)
     ctx.init = resolve_init(opts.init, opts.base, base)
     tree, key = step_packages(ctx, base, key)
     release = _release(ctx, tree)
     tree, key = step_kairosify(ctx, tree, key)
     squash, _squash_key = step_squash(ctx, tree, key)
+    oci = step_oci(ctx, tree, key, release)[0] if opts.oci else None
     out = opts.output
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("rootfs.squashfs", "vmlinuz", "initrd"):
-        _publish(squash / name, out / name)
     result = BuildResult(
         output=str(out), version=release.version, base=str(opts.base),
-        rootfs=str(out / "rootfs.squashfs"), rootfs_sha256=sha256_file(out / "rootfs.squashfs"),
-        rootfs_size=(out / "rootfs.squashfs").stat().st_size, kernel=str(out / "vmlinuz"),
-        initrd=str(out / "initrd"), initrd_size=(out / "initrd").stat().st_size,
-        init=ctx.service_manager)
-    if opts.oci:
-        oci, _ = step_oci(ctx, tree, key, release)
-        _publish(oci / "oci", out / "oci")
-        _publish(oci / "image.oci.tar", out / "image.oci.tar")
-        result.oci_layout = str(out / "oci")
-        result.oci_archive = str(out / "image.oci.tar")
-        result.oci_digest = (oci / "digest").read_text().strip()
-    result.steps = ctx.result_steps
-    (out / "build.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
-    (out / "kairos-release").write_text(release.render())
+        rootfs=str(out / "rootfs.squashfs"), rootfs_sha256=sha256_file(squash / "rootfs.squashfs"),
+        rootfs_size=(squash / "rootfs.squashfs").stat().st_size, kernel=str(out / "vmlinuz"),
+        initrd=str(out / "initrd"), initrd_size=(squash / "initrd").stat().st_size,
+        init=ctx.service_manager, base_made=_iso(ctx.base_made),
+        base_age_days=base_age_days(ctx.base_made, ctx.clock()))
+    with staged_output(out) as tmp:
+        for name in ("rootfs.squashfs", "vmlinuz", "initrd"):
+            copy_out(squash / name, tmp / name)
+        if oci is not None:
+            copy_out(oci / "oci", tmp / "oci")
+            copy_out(oci / "image.oci.tar", tmp / "image.oci.tar")
+            result.oci_layout = str(out / "oci")
+            result.oci_archive = str(out / "image.oci.tar")
+            result.oci_digest = (oci / "digest").read_text().strip()
+        result.steps = ctx.result_steps
+        (tmp / "build.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+        (tmp / "kairos-release").write_text(release.render())
     return result

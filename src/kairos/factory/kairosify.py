@@ -11,6 +11,8 @@ from pathlib import Path
 
 import kairos
 from kairos.artifacts.initrd import build_initrd, kernel_version
+from kairos.errors import KairosError
+from kairos.factory import treefs
 from kairos.factory.release import Release
 from kairos.run import run
 
@@ -58,17 +60,11 @@ def _data(rel: str) -> resources.abc.Traversable:
 
 def install_agent(root: Path) -> None:
     """This project, installed so the agent and early-init run on the image's python3."""
-    dest = root / AGENT_LIB / "kairos"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(PKG_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    bindir = root / "usr/bin"
+    treefs.copy_in(PKG_DIR, root, f"{AGENT_LIB}/kairos", ignore=("__pycache__", "*.pyc"))
     for name in ("kairos", "kairos-agent"):
-        (bindir / name).write_text(WRAPPER)
-        (bindir / name).chmod(0o755)
+        treefs.write(root, f"usr/bin/{name}", WRAPPER, mode=0o755)
     for name, text in (("early-init", EARLY_INIT), ("run-stage", RUN_STAGE)):
-        script = root / "usr/lib/kairos" / name
-        script.write_text(text)
-        script.chmod(0o755)
+        treefs.write(root, f"usr/lib/kairos/{name}", text, mode=0o755)
     compile_python(root)
 
 
@@ -76,8 +72,8 @@ def python_dirs(root: Path) -> list[str]:
     """Every directory of Python modules in the image: the agent's and the distribution's."""
     found = [f"/{AGENT_LIB}"]
     for pattern in ("usr/lib/python3*", "usr/lib/python3/dist-packages"):
-        found += sorted(f"/{p.relative_to(root)}" for p in root.glob(pattern)
-                        if p.is_dir() and p.name != "python3")
+        found += sorted(f"/{p.relative_to(root)}" for p in treefs.glob(root, pattern)
+                        if p.is_dir() and not p.is_symlink() and p.name != "python3")
     return found
 
 
@@ -96,64 +92,60 @@ def compile_python(root: Path) -> None:
 
 def install_system_oem(root: Path) -> None:
     """The default stage configs in /system/oem (every image, whatever its init)."""
-    oem = root / "system/oem"
-    oem.mkdir(parents=True, exist_ok=True)
     for item in _data("system-oem").iterdir():
-        (oem / item.name).write_bytes(item.read_bytes())
+        treefs.write(root, f"system/oem/{item.name}", item.read_bytes())
 
 
 def install_configs(root: Path) -> None:
     install_system_oem(root)
-    unitdir = root / "usr/lib/systemd/system"
+    unitdir = "usr/lib/systemd/system"
     for unit in UNITS:
-        (unitdir / unit).write_bytes(_data(f"systemd/{unit}").read_bytes())
+        treefs.write(root, f"{unitdir}/{unit}", _data(f"systemd/{unit}").read_bytes())
     # Enable at the vendor level: /etc/systemd is persistent, so links there would outlive
     # the image that made them.
     for target, units in ENABLE.items():
-        wants = unitdir / f"{target}.wants"
-        wants.mkdir(exist_ok=True)
+        treefs.mkdirs(root, f"{unitdir}/{target}.wants")
         for unit in units:
-            if (unitdir / unit).exists():
-                link = wants / unit
-                link.unlink(missing_ok=True)
-                link.symlink_to(f"../{unit}")
-    netdir = root / "usr/lib/systemd/network"
-    netdir.mkdir(parents=True, exist_ok=True)
-    (netdir / "20-kairos-dhcp.network").write_bytes(
-        _data("network/20-kairos-dhcp.network").read_bytes())
+            if treefs.exists(root, f"{unitdir}/{unit}"):
+                treefs.symlink(root, f"{unitdir}/{target}.wants/{unit}", f"../{unit}")
+    treefs.write(root, "usr/lib/systemd/network/20-kairos-dhcp.network",
+                 _data("network/20-kairos-dhcp.network").read_bytes())
 
 
 def write_release(root: Path, release: Release) -> None:
-    (root / "etc/kairos-release").write_text(release.render())
+    treefs.write(root, "etc/kairos-release", release.render())
 
 
 def install_boot(root: Path, mtime: int) -> None:
     """Our initrd and stable kernel/initrd names inside the image (GRUB boots them from it)."""
     kver = kernel_version(root)
-    boot = root / "boot"
-    for old in boot.glob("initrd.img-*"):
+    for old in treefs.glob(root, "boot/initrd.img-*"):
         old.unlink()
+    boot = treefs.mkdirs(root, "boot")
     build_initrd(root, boot / "initrd", mtime=mtime)
-    vmlinuz = boot / "vmlinuz"
-    vmlinuz.unlink(missing_ok=True)
-    os.link(boot / f"vmlinuz-{kver}", vmlinuz)
+    kernel = treefs.inside(root, f"boot/vmlinuz-{kver}")
+    if not kernel.is_file() or kernel.is_symlink():
+        raise KairosError(f"the kernel image /boot/vmlinuz-{kver} is missing",
+                          "reinstall the kernel package in the base")
+    treefs.remove(root, "boot/vmlinuz")
+    os.link(kernel, boot / "vmlinuz")
     for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
-        p = root / link
-        if p.is_symlink():
-            p.unlink()
+        if treefs.inside(root, link, follow_last=False).is_symlink():
+            treefs.remove(root, link)
 
 
-def _shadow_day(path: Path, day: int) -> None:
+def _shadow_day(root: Path, rel: str, day: int) -> None:
     # Field 3 (last password change, in days) makes every build differ by its date.
-    if not path.is_file():
+    if not treefs.is_file(root, rel):
         return
+    data = treefs.read(root, rel) or b""
     lines = []
-    for line in path.read_text().splitlines():
+    for line in data.decode().splitlines():
         parts = line.split(":")
         if len(parts) > 2 and parts[2]:
             parts[2] = str(day)
         lines.append(":".join(parts))
-    path.write_text("\n".join(lines) + "\n")
+    treefs.write(root, rel, "\n".join(lines) + "\n")
 
 
 def normalize(root: Path, mtime: int) -> None:
@@ -165,22 +157,20 @@ def normalize(root: Path, mtime: int) -> None:
                     "var/lib/systemd/random-seed", "var/lib/systemd/catalog/database",
                     "var/lib/dbus/machine-id", "etc/.pwd.lock", "root/.bash_history",
                     "var/lib/systemd/deb-systemd-*/**/*"):
-        for p in sorted(root.glob(pattern), key=lambda x: len(x.parts), reverse=True):
-            if p.is_file() or p.is_symlink():
+        for p in sorted(treefs.glob(root, pattern), key=lambda x: len(x.parts), reverse=True):
+            if p.is_symlink() or p.is_file():
                 p.unlink()
             elif p.is_dir() and pattern.startswith(("tmp", "var/tmp", "run")):
                 shutil.rmtree(p)
-    (root / "etc/machine-id").write_text("")  # early-init fills it from the persistent copy
-    dbus = root / "var/lib/dbus"
-    if dbus.is_dir():
-        (dbus / "machine-id").symlink_to("/etc/machine-id")
+    treefs.write(root, "etc/machine-id", "")  # early-init fills it from the persistent copy
+    if treefs.is_dir(root, "var/lib/dbus"):
+        treefs.symlink(root, "var/lib/dbus/machine-id", "/etc/machine-id")
     for name in ("shadow", "gshadow"):
-        _shadow_day(root / "etc" / name, mtime // 86400)
-    fstab = root / "etc/fstab"
-    fstab.write_text("# kairos: every mount is made by early-init\n")
-    (root / "etc/hostname").write_text("localhost\n")
+        _shadow_day(root, f"etc/{name}", mtime // 86400)
+    treefs.write(root, "etc/fstab", "# kairos: every mount is made by early-init\n")
+    treefs.write(root, "etc/hostname", "localhost\n")
     for rel in MOUNT_POINTS:
-        (root / rel).mkdir(parents=True, exist_ok=True)
+        treefs.mkdirs(root, rel)
 
 
 def kairosify(root: Path, release: Release, mtime: int, init: str = "systemd") -> None:

@@ -18,6 +18,8 @@ import logging
 from importlib import resources
 from pathlib import Path
 
+from kairos.factory import treefs
+
 log = logging.getLogger("kairos.factory")
 
 VENDOR_DIR = "usr/lib/kairos/openrc"
@@ -53,30 +55,25 @@ def script(name: str) -> bytes:
     return _data(f"init.d/{name}")
 
 
-def _write_script(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o755)
+def _write_script(root: Path, rel: str, data: bytes) -> None:
+    treefs.write(root, rel, data, mode=0o755)
 
 
-def add_to_runlevel(runlevels: Path, runlevel: str, service: str) -> None:
+def add_to_runlevel(root: Path, runlevel: str, service: str, *,
+                    runlevels: str = "etc/runlevels") -> None:
     """What `rc-update add SERVICE RUNLEVEL` makes: a link to /etc/init.d/SERVICE."""
-    link = runlevels / runlevel / service
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(f"/etc/init.d/{service}")
+    treefs.symlink(root, f"{runlevels}/{runlevel}/{service}", f"/etc/init.d/{service}")
 
 
 def enable_base_services(root: Path) -> list[str]:
     """Put the base's udev, sshd and DHCP client in their runlevels; returns the names."""
     enabled = []
     for runlevel, names in BASE_SERVICES:
-        found = next((n for n in names if (root / "etc/init.d" / n).is_file()), None)
+        found = next((n for n in names if treefs.is_file(root, f"etc/init.d/{n}")), None)
         if found is None:
             log.warning("the base has none of the OpenRC services %s", ", ".join(names))
             continue
-        add_to_runlevel(root / "etc/runlevels", runlevel, found)
+        add_to_runlevel(root, runlevel, found)
         enabled.append(found)
     return enabled
 
@@ -85,42 +82,36 @@ def fit_read_only_root(root: Path) -> list[str]:
     """Debian's sysv boot scripts expect a writable root: tell them what early-init made.
     Returns what was changed."""
     done = []
-    tmpfs = root / "etc/default/tmpfs"
-    if tmpfs.is_file() and "\nRAMTMP=yes" not in tmpfs.read_text():
+    tmpfs = treefs.read(root, "etc/default/tmpfs") if treefs.is_file(root, "etc/default/tmpfs") \
+        else None
+    if tmpfs is not None and b"\nRAMTMP=yes" not in tmpfs:
         # /tmp is early-init's tmpfs: said so, mountall.sh neither warns nor cleans it
-        with tmpfs.open("a") as fh:
-            fh.write("\n# kairos: /tmp is a tmpfs, mounted by early-init\nRAMTMP=yes\n")
+        treefs.write(root, "etc/default/tmpfs",
+                     tmpfs + b"\n# kairos: /tmp is a tmpfs, mounted by early-init\nRAMTMP=yes\n")
         done.append("etc/default/tmpfs")
-    savecache = root / "etc/runlevels/off/savecache"
-    if savecache.is_symlink():  # it writes OpenRC's dependency cache into /lib/rc
-        savecache.unlink()
+    if treefs.inside(root, "etc/runlevels/off/savecache", follow_last=False).is_symlink():
+        # it writes OpenRC's dependency cache into /lib/rc
+        treefs.remove(root, "etc/runlevels/off/savecache")
         done.append("savecache")
-    mtab = root / "etc/mtab"
-    if not (mtab.is_symlink() or mtab.exists()):  # shutdown scripts read it
-        mtab.symlink_to("../proc/self/mounts")
+    if not treefs.exists(root, "etc/mtab", follow_last=False):  # shutdown scripts read it
+        treefs.symlink(root, "etc/mtab", "../proc/self/mounts")
         done.append("etc/mtab")
-    if (root / "etc/inittab").is_file() and not (root / "etc/inittab.d").is_dir():
-        (root / "etc/inittab.d").mkdir()  # sysvinit looks for it at every boot
+    if treefs.is_file(root, "etc/inittab") and not treefs.is_dir(root, "etc/inittab.d"):
+        treefs.mkdirs(root, "etc/inittab.d")  # sysvinit looks for it at every boot
         done.append("etc/inittab.d")
     return done
 
 
 def install_openrc(root: Path) -> None:
     """Services, runlevels and the boot-time refresh of both, into an image tree."""
-    vendor = root / VENDOR_DIR
     for service, runlevel in SERVICES.items():
         data = script(service)
-        for base in (vendor, root / "etc"):
-            _write_script(base / "init.d" / service, data)
-            add_to_runlevel(base / "runlevels", runlevel, service)
+        for base in (VENDOR_DIR, "etc"):
+            _write_script(root, f"{base}/init.d/{service}", data)
+            add_to_runlevel(root, runlevel, service, runlevels=f"{base}/runlevels")
     enable_base_services(root)
     fit_read_only_root(root)
-    oem = root / "system/oem"
-    oem.mkdir(parents=True, exist_ok=True)
-    (oem / STAGE_CONFIG).write_bytes(_data(STAGE_CONFIG))
+    treefs.write(root, f"system/oem/{STAGE_CONFIG}", _data(STAGE_CONFIG))
     for rel, text in (("etc/resolv.conf", RESOLV_CONF), ("etc/network/interfaces", INTERFACES)):
-        path = root / rel
-        if path.is_symlink() or path.exists():
-            path.unlink()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        treefs.remove(root, rel)  # a link (resolv.conf -> ../run/…) becomes a file
+        treefs.write(root, rel, text)

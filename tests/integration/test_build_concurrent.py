@@ -1,0 +1,71 @@
+"""Two `kairos build` runs at once on one step cache (two CI jobs, two checkouts): neither
+deletes or replaces what the other reads, both succeed, and each slot image is the same
+bytes as a build of the same inputs made alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CACHE_DIR, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _start(out: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, KAIROS_CACHE_DIR=CACHE_DIR)
+    return subprocess.Popen([sys.executable, "-m", "kairos", "build", "--output", str(out),
+                             "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT)
+
+
+def _finish(proc: subprocess.Popen[str]) -> dict[str, object]:
+    stdout, stderr = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, f"{proc.args}:\n{stderr[-3000:]}"
+    assert "No such file or directory" not in stderr
+    result: dict[str, object] = json.loads(stdout)
+    return result
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_two_builds_at_once_match_lone_builds(default_image: dict[str, object],
+                                              tmp_path: Path) -> None:
+    """Different versions: different kairosify/squash/OCI keys, so each build's prune meets
+    the other's live entries. One re-runs the default image's steps (--rebuild); the other
+    builds a version no cache has seen."""
+    other = f"0.1.1+c{secrets.token_hex(4)}"
+    first = _start(tmp_path / "a", "--rebuild")
+    second = _start(tmp_path / "b", "--version", other)
+    a, b = _finish(first), _finish(second)
+    assert a["steps"]["kairosify"] == "built" and b["steps"]["kairosify"] == "built"  # type: ignore[index]
+    assert _sha256(tmp_path / "a/rootfs.squashfs") == default_image["rootfs_sha256"]
+    assert a["oci_digest"] == default_image["oci_digest"]
+    lone = _finish(_start(tmp_path / "c", "--version", other, "--rebuild", "--no-oci"))
+    assert _sha256(tmp_path / "b/rootfs.squashfs") == lone["rootfs_sha256"]
+    assert b["rootfs_sha256"] == lone["rootfs_sha256"] != a["rootfs_sha256"]
+
+
+def test_two_builds_of_the_same_inputs_make_them_once(tmp_path: Path,
+                                                      default_image: dict[str, object]) -> None:
+    """Same new version in both: one makes each step, the other waits and reuses it."""
+    version = f"0.1.2+s{secrets.token_hex(4)}"
+    procs = [_start(tmp_path / name, "--version", version, "--no-oci") for name in ("a", "b")]
+    a, b = (_finish(p) for p in procs)
+    kinds = sorted(str(r["steps"]["kairosify"]) for r in (a, b))  # type: ignore[index]
+    assert kinds == ["built", "cached"], kinds
+    assert a["rootfs_sha256"] == b["rootfs_sha256"]
+    assert _sha256(tmp_path / "a/rootfs.squashfs") == _sha256(tmp_path / "b/rootfs.squashfs")
