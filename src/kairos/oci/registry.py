@@ -1,0 +1,756 @@
+"""A registry client for the device, per the OCI distribution spec, on the standard library.
+
+Pulls manifests (OCI and Docker v2, single or multi-platform), streams blobs into a
+BlobCache verifying size and digest as they arrive, resumes an interrupted blob with a Range
+request, lists tags. Auth: anonymous, Bearer tokens (cached per scope, renewed once on 401)
+and Basic, with credentials from a Docker-style config.json. Plain HTTP only for registries
+named insecure. Every failure a person can meet is one line with a hint.
+
+Why our own client and not skopeo: the agent runs on the image's system Python, skopeo (and
+its Go runtime) would add ~30 MB to every device image, and neither skopeo nor a library
+keeps partial blobs across runs for a Range resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from kairos.errors import BadInput, KairosError
+from kairos.oci.auth import (
+    Challenge,
+    Credentials,
+    TokenCache,
+    auth_file_path,
+    load_credentials,
+    parse_challenges,
+    token_from_response,
+)
+from kairos.oci.blobcache import BlobCache
+from kairos.oci.media import (
+    ANNOTATION_REF_NAME,
+    CHUNK,
+    INDEX_FILE,
+    INDEX_TYPES,
+    MAX_JSON_BYTES,
+    MT_INDEX,
+    MT_MANIFEST,
+    OCI_LAYOUT_FILE,
+    OCI_LAYOUT_VERSION,
+    Descriptor,
+    canonical_json,
+    check_ref,
+    is_digest,
+    parse_json,
+    sha256_digest,
+)
+from kairos.oci.reference import Reference
+from kairos.ui import Progress
+
+log = logging.getLogger("kairos.oci.registry")
+
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                     "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MANIFEST_TYPES = frozenset({MT_MANIFEST, MT_DOCKER_MANIFEST})
+ACCEPT = ", ".join([MT_MANIFEST, MT_INDEX, MT_DOCKER_MANIFEST, MT_DOCKER_LIST])
+DEFAULT_PLATFORM = "linux/amd64"
+MAX_REDIRECTS = 5
+MAX_TAG_PAGES = 1000
+PROGRESS_MIN_BYTES = 1 << 20  # configs and tiny layers need no progress line
+HINT_INSECURE = "use --allow-insecure-registries {host} if it is plain HTTP"
+HINT_CORRUPT = "the registry or the network corrupted it; run again, and push the image again " \
+               "if it persists"
+
+_LINK_RE = re.compile(r'<([^>]*)>\s*;[^,]*?rel="?next"?')
+_RANGE_RE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
+
+
+# ---------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+def parse_platform(text: str) -> Platform:
+    """'linux/amd64', 'linux/arm64/v8' or just 'arm64' (Linux implied)."""
+    parts = text.strip().split("/")
+    if len(parts) == 1 and parts[0]:
+        return Platform("linux", parts[0])
+    if 2 <= len(parts) <= 3 and all(parts):
+        return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    raise BadInput(f"invalid platform {text!r}", "write it as OS/ARCH[/VARIANT], e.g. linux/amd64")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The image manifest chosen for our platform, verified against its digest."""
+
+    ref: Reference
+    digest: str
+    media_type: str
+    raw: bytes
+    config: Descriptor
+    layers: list[Descriptor]
+    index_digest: str | None = None  # set when `ref` named a multi-platform index
+    platforms: list[str] = field(default_factory=list)  # what that index offered
+
+
+@dataclass(frozen=True)
+class BlobResult:
+    digest: str
+    path: Path
+    size: int
+    downloaded: int  # bytes that came over the network in this call (0: cache hit)
+    cached: bool
+    resumed_from: int = 0  # bytes of an earlier partial download that were kept
+
+
+@dataclass(frozen=True)
+class PullResult:
+    manifest: Manifest
+    config: dict[str, Any]
+    config_blob: BlobResult
+    layers: list[BlobResult]
+
+    @property
+    def downloaded(self) -> int:
+        return self.config_blob.downloaded + sum(b.downloaded for b in self.layers)
+
+    @property
+    def layer_bytes_downloaded(self) -> int:
+        return sum(b.downloaded for b in self.layers)
+
+    @property
+    def digests(self) -> set[str]:
+        """Every blob of the image in the cache: the keep-set for BlobCache.prune()."""
+        return {self.manifest.digest, self.config_blob.digest, *(b.digest for b in self.layers)}
+
+
+class _Interrupted(Exception):
+    """The connection died mid-blob: the partial file is kept for a Range resume."""
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+class _Response:
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+                 url: str) -> None:
+        self.conn = conn
+        self.resp = resp
+        self.url = url
+        self.status = resp.status
+        self.headers = resp.headers
+
+    def read(self, n: int) -> bytes:
+        return self.resp.read(n)
+
+    def read_small(self, what: str) -> bytes:
+        data = self.resp.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise BadInput(f"{what} is too large ({len(data)}+ bytes)",
+                           "this is not an image manifest; check the reference")
+        return data
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+def _error_detail(body: bytes) -> str:
+    """The first message of a registry's {"errors": [...]} body, if any."""
+    try:
+        doc = json.loads(body)
+        err = doc["errors"][0]
+        return f"{err.get('code', '')}: {err.get('message', '')}".strip(": ")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def _error_code(body: bytes) -> str:
+    return _error_detail(body).split(":", 1)[0]
+
+
+def _next_link(header: str | None, base: str) -> str | None:
+    if not header:
+        return None
+    m = _LINK_RE.search(header)
+    return urllib.parse.urljoin(base, m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------- client
+
+class RegistryClient:
+    """One client per command run; it remembers schemes, challenges and tokens per host."""
+
+    def __init__(self, *, auth_file: Path | None = None, insecure: Iterable[str] = (),
+                 timeout: float = 60.0, retries: int = 3,
+                 environ: Mapping[str, str] | None = None, progress: bool = True) -> None:
+        self.auth_file = auth_file
+        self.insecure = frozenset(insecure)
+        self.timeout = timeout
+        self.retries = retries
+        self.environ = environ
+        self.progress = progress
+        self.tokens = TokenCache()
+        # Bytes received over the network, per blob digest, over this client's life.
+        self.downloaded: dict[str, int] = {}
+        self._scheme: dict[str, str] = {}
+        self._challenge: dict[str, Challenge | None] = {}
+        self._creds: dict[str, Credentials | None] = {}
+        self._verified_ctx = ssl.create_default_context()
+        self._unverified_ctx = ssl.create_default_context()
+        self._unverified_ctx.check_hostname = False
+        self._unverified_ctx.verify_mode = ssl.CERT_NONE
+
+    # -- public API ------------------------------------------------------------
+
+    def resolve(self, ref: Reference, platform: str = DEFAULT_PLATFORM) -> Manifest:
+        """The manifest `ref` names, resolved through an index to `platform`."""
+        want = parse_platform(platform)
+        raw, media_type, digest = self._get_manifest(ref, ref.reference)
+        doc = parse_json(raw, f"manifest of {ref}")
+        media_type = str(doc.get("mediaType") or media_type)
+        index_digest: str | None = None
+        platforms: list[str] = []
+        if _is_index(doc, media_type):
+            entries = [Descriptor.from_json(e, f"index of {ref}")
+                       for e in _as_list(doc.get("manifests"), ref)]
+            chosen, platforms = _pick_platform(entries, want, ref)
+            index_digest = digest
+            raw, media_type, digest = self._get_manifest(ref, chosen.digest)
+            doc = parse_json(raw, f"manifest {chosen.digest} of {ref}")
+            media_type = str(doc.get("mediaType") or media_type)
+            if _is_index(doc, media_type):
+                raise BadInput(f"{ref}: an index inside an index is not supported",
+                               "push a plain multi-platform image")
+        if media_type in MT_DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
+            raise BadInput(f"{ref} has an old Docker schema 1 manifest, which is not supported",
+                           "push the image again with a current docker, podman or skopeo")
+        if media_type and media_type not in MANIFEST_TYPES:
+            raise BadInput(f"{ref} is not a container image (manifest type {media_type})",
+                           "check the reference")
+        config = Descriptor.from_json(doc.get("config"), f"manifest of {ref}: config")
+        layers = [Descriptor.from_json(e, f"manifest of {ref}: layers[{i}]")
+                  for i, e in enumerate(_as_list(doc.get("layers"), ref))]
+        if not layers:
+            raise BadInput(f"{ref} has no layers", "check the reference; it is not an OS image")
+        return Manifest(ref, digest, media_type or MT_MANIFEST, raw, config, layers,
+                        index_digest, platforms)
+
+    def pull(self, ref: Reference, cache: BlobCache, platform: str = DEFAULT_PLATFORM, *,
+             verify_cached: bool = False) -> PullResult:
+        """Resolve `ref`, then bring its config and layers into `cache` (verified)."""
+        want = parse_platform(platform)
+        manifest = self.resolve(ref, platform)
+        cache.ensure()
+        cache.put_bytes(manifest.raw)  # verified by resolve(); lets the cache act as a layout
+        config_blob = self.fetch_blob(ref, manifest.config, cache, verify_cached=True)
+        config = parse_json(config_blob.path.read_bytes(), f"config of {ref}")
+        _check_config_platform(config, want, ref)
+        layers = [self.fetch_blob(ref, d, cache, verify_cached=verify_cached)
+                  for d in manifest.layers]
+        return PullResult(manifest, config, config_blob, layers)
+
+    def fetch_blob(self, ref: Reference, desc: Descriptor, cache: BlobCache, *,
+                   verify_cached: bool = False) -> BlobResult:
+        """Bring one blob into `cache`; a cached one (right size) is not downloaded again.
+
+        A cached blob is trusted by size (it was verified before it was renamed into place);
+        `verify_cached` re-hashes it first. A dropped connection is resumed with a Range
+        request, `retries` times in this call and again by a later call (the partial stays).
+        """
+        path = cache.lookup(desc.digest, desc.size)
+        if path is not None and (not verify_cached or cache.verify(desc.digest)):
+            cache.touch(desc.digest)
+            return BlobResult(desc.digest, path, desc.size, 0, True)
+        fd = cache.lock(desc.digest)
+        try:
+            got = 0
+            for attempt in range(self.retries + 1):
+                try:
+                    return self._download(ref, desc, cache, fd, got)
+                except _Interrupted as exc:
+                    got += int(exc.args[1])
+                    if attempt == self.retries:
+                        have = os.fstat(fd).st_size
+                        raise KairosError(
+                            f"download of blob {desc.digest[:19]} from {ref.registry} was "
+                            f"interrupted at {have} of {desc.size} bytes ({exc.args[0]})",
+                            "check the network and run again: the download resumes") from None
+                    log.info("  blob %s: %s; resuming", desc.digest[7:19], exc.args[0])
+                    time.sleep(min(0.5 * 2**attempt, 5.0))
+            raise AssertionError("unreachable")
+        finally:
+            if os.fstat(fd).st_size == 0:  # nothing to resume: leave no empty partial behind
+                cache.partial_path(desc.digest).unlink(missing_ok=True)
+            os.close(fd)
+
+    def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
+        """Every tag of `ref`'s repository, following `Link: <…>; rel="next"` pages."""
+        path = f"/v2/{ref.repository}/tags/list"
+        if page_size:
+            path += f"?n={page_size}"
+        url: str | None = self._url(ref.registry, path)
+        tags: list[str] = []
+        for _ in range(MAX_TAG_PAGES):
+            if url is None:
+                return tags
+            resp = self._request(ref, "GET", url, {"Accept": "application/json"})
+            try:
+                if resp.status == 404:
+                    raise BadInput(f"no repository {ref.name}", "check the repository name")
+                if resp.status != 200:
+                    self._fail(resp, ref, "the tag list")
+                doc = parse_json(resp.read_small("the tag list"), f"tag list of {ref.name}")
+                url = _next_link(resp.headers.get("Link"), resp.url)
+            finally:
+                resp.close()
+            page = doc.get("tags") or []
+            tags.extend(t for t in page if isinstance(t, str))
+        raise KairosError(f"the tag list of {ref.name} has more than {MAX_TAG_PAGES} pages",
+                          "the registry's pagination loops; report it to its operator")
+
+    # -- manifests -------------------------------------------------------------
+
+    def _get_manifest(self, ref: Reference, reference: str) -> tuple[bytes, str, str]:
+        url = self._url(ref.registry, f"/v2/{ref.repository}/manifests/{reference}")
+        resp = self._request(ref, "GET", url, {"Accept": ACCEPT})
+        try:
+            if resp.status == 404:
+                code = _error_code(resp.read(65536))
+                if code == "NAME_UNKNOWN":
+                    raise BadInput(f"no repository {ref.name}", "check the repository name")
+                shown = ref.with_reference(reference)
+                raise BadInput(f"no image {shown}",
+                               "check the tag (kairos upgrade list-releases shows them)")
+            if resp.status != 200:
+                self._fail(resp, ref, "the manifest")
+            raw = resp.read_small(f"the manifest of {ref}")
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.close()
+        digest = sha256_digest(raw)
+        expected = reference if is_digest(reference) else header_digest
+        if expected and is_digest(expected) and digest != expected:
+            raise BadInput(f"manifest {expected[:19]} of {ref.name} from {ref.registry} does "
+                           "not match its digest", HINT_CORRUPT)
+        return raw, media_type, digest
+
+    # -- blobs -----------------------------------------------------------------
+
+    def _download(self, ref: Reference, desc: Descriptor, cache: BlobCache, fd: int,
+                  got_before: int) -> BlobResult:
+        have = os.fstat(fd).st_size
+        if have > desc.size:
+            os.ftruncate(fd, 0)
+            have = 0
+        h = _hash_prefix(fd, have)
+        headers = {"Accept": "*/*"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        url = self._url(ref.registry, f"/v2/{ref.repository}/blobs/{desc.digest}")
+        resp = self._request(ref, "GET", url, headers) if have < desc.size else None
+        got = 0
+        try:
+            if resp is not None:
+                have, h = self._check_blob_response(resp, ref, desc, fd, have, h)
+                got = self._stream(resp, ref, desc, fd, have, h)
+                have += got
+        finally:
+            if resp is not None:
+                resp.close()
+        self.downloaded[desc.digest] = self.downloaded.get(desc.digest, 0) + got
+        total = got_before + got
+        if have != desc.size or "sha256:" + h.hexdigest() != desc.digest:
+            cache.discard(desc.digest)
+            what = "is truncated" if have < desc.size else "does not match its digest"
+            raise BadInput(f"blob {desc.digest} from {ref.registry} {what}", HINT_CORRUPT)
+        path = cache.commit(desc.digest, fd)
+        return BlobResult(desc.digest, path, desc.size, total, False, max(desc.size - total, 0))
+
+    def _check_blob_response(self, resp: _Response, ref: Reference, desc: Descriptor, fd: int,
+                             have: int, h: Any) -> tuple[int, Any]:
+        """Where the body starts: at `have` for a 206, at 0 for a 200 (Range ignored)."""
+        if resp.status == 206:
+            m = _RANGE_RE.match(resp.headers.get("Content-Range") or "")
+            if m and int(m.group(1)) == have:
+                return have, h
+            os.ftruncate(fd, 0)
+            raise _Interrupted("the registry answered the range request with another range", 0)
+        if resp.status == 200:
+            if have:
+                log.info("  blob %s: %s ignored the range request; downloading it again",
+                         desc.digest[7:19], ref.registry)
+                os.ftruncate(fd, 0)
+            return 0, hashlib.sha256()
+        if resp.status == 416:  # our partial is stale or bigger than the blob: start over
+            os.ftruncate(fd, 0)
+            raise _Interrupted("the registry refused the range request", 0)
+        if resp.status == 404:
+            raise BadInput(f"blob {desc.digest} is missing from {ref.name}",
+                           "the image in the registry is incomplete; push it again")
+        self._fail(resp, ref, f"blob {desc.digest[:19]}")
+
+    def _stream(self, resp: _Response, ref: Reference, desc: Descriptor, fd: int, have: int,
+                h: Any) -> int:
+        """Append the body at `have`, hashing; return the bytes received."""
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        show = self.progress and desc.size >= PROGRESS_MIN_BYTES
+        progress = Progress(f"blob {desc.digest[7:19]} from {ref.registry}", desc.size)
+        if show and have:
+            progress.advance(have)
+        os.lseek(fd, have, os.SEEK_SET)
+        got = 0
+        start = time.monotonic()
+        while True:
+            try:
+                chunk = resp.read(CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Interrupted(str(exc) or type(exc).__name__, got) from None
+            if not chunk:
+                break
+            room = desc.size - have - got
+            if len(chunk) > room:
+                # More than the descriptor says: keep what fits, the digest decides.
+                chunk = chunk[:room]
+            _write_all(fd, chunk)
+            h.update(chunk)
+            got += len(chunk)
+            if show:
+                progress.advance(len(chunk))
+            if len(chunk) == room:
+                break
+        if expected is not None and got < expected and have + got < desc.size:
+            raise _Interrupted(f"connection closed after {got} of {expected} bytes", got)
+        if show:
+            progress.finish()
+            secs = max(time.monotonic() - start, 1e-3)
+            log.info("  blob %s: %.1f MiB in %.1fs (%.1f MiB/s)", desc.digest[7:19],
+                     got / 2**20, secs, got / 2**20 / secs)
+        return got
+
+    # -- requests, auth --------------------------------------------------------
+
+    def _url(self, registry: str, path: str) -> str:
+        return f"{self._ensure_scheme(registry)}://{registry}{path}"
+
+    def _is_insecure(self, registry: str) -> bool:
+        host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+        return registry in self.insecure or host in self.insecure
+
+    def _ensure_scheme(self, registry: str) -> str:
+        """Ping /v2/ once per registry: learn the scheme and the auth challenge."""
+        if registry in self._scheme:
+            return self._scheme[registry]
+        schemes = ["https", "http"] if self._is_insecure(registry) else ["https"]
+        resp: _Response | None = None
+        for scheme in schemes:
+            try:
+                resp = self._send("GET", f"{scheme}://{registry}/v2/", {}, registry)
+                break
+            except KairosError:
+                # An insecure registry may be plain HTTP: TLS failing on it is expected.
+                if scheme == schemes[-1]:
+                    raise
+        assert resp is not None
+        try:
+            if resp.status == 401:
+                challenges = parse_challenges(resp.headers.get("WWW-Authenticate") or "")
+                self._challenge[registry] = _best_challenge(challenges, registry)
+            elif resp.status in (200, 403):
+                self._challenge[registry] = None
+            elif resp.status == 404:
+                raise BadInput(f"{registry} is not an OCI registry (no /v2/ API)",
+                               "check the registry's host and port")
+            else:
+                self._fail(resp, None, "the API check", registry)
+        finally:
+            resp.close()
+        self._scheme[registry] = resp.url.split("://", 1)[0]
+        return self._scheme[registry]
+
+    def _credentials(self, registry: str) -> Credentials | None:
+        if registry not in self._creds:
+            self._creds[registry] = load_credentials(registry, self.auth_file, self.environ)
+        return self._creds[registry]
+
+    def _request(self, ref: Reference, method: str, url: str,
+                 headers: dict[str, str]) -> _Response:
+        """A request with auth: a refused cached token is renewed once, then we give up."""
+        scope = f"repository:{ref.repository}:pull"
+        for attempt in range(2):
+            auth = self._authorization(ref.registry, scope, renew=attempt > 0)
+            resp = self._follow(method, url, {**headers, **auth}, ref.registry)
+            if resp.status != 401:
+                return resp
+            challenges = parse_challenges(resp.headers.get("WWW-Authenticate") or "")
+            resp.close()
+            if challenges:
+                self._challenge[ref.registry] = _best_challenge(challenges, ref.registry)
+        raise self._denied(ref)
+
+    def _authorization(self, registry: str, scope: str, renew: bool) -> dict[str, str]:
+        challenge = self._challenge.get(registry)
+        if challenge is None:
+            return {}
+        creds = self._credentials(registry)
+        if challenge.scheme == "basic":
+            return {"Authorization": creds.basic_header()} if creds else {}
+        key = (challenge.realm, challenge.params.get("service", ""), scope)
+        if renew:
+            self.tokens.drop(key)
+        token = self.tokens.get(key)
+        if token is None:
+            token, ttl = self._fetch_token(registry, challenge, scope, creds)
+            self.tokens.put(key, token, ttl)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _fetch_token(self, registry: str, challenge: Challenge, scope: str,
+                     creds: Credentials | None) -> tuple[str, float]:
+        realm = challenge.realm
+        parsed = urllib.parse.urlsplit(realm)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise BadInput(f"registry {registry} names an invalid token service {realm!r}",
+                           "check the registry's auth configuration")
+        params = {"scope": scope}
+        if "service" in challenge.params:
+            params["service"] = challenge.params["service"]
+        headers: dict[str, str] = {}
+        body: bytes | None = None
+        if creds is not None and creds.identity_token:
+            # OAuth2 refresh-token grant (what docker does with an identity token).
+            method = "POST"
+            body = urllib.parse.urlencode({**params, "grant_type": "refresh_token",
+                                           "refresh_token": creds.identity_token,
+                                           "client_id": "kairos"}).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            url = realm
+        else:
+            method = "GET"
+            sep = "&" if parsed.query else "?"
+            url = realm + sep + urllib.parse.urlencode(params)
+            if creds is not None:
+                headers["Authorization"] = creds.basic_header()
+        resp = self._follow(method, url, headers, parsed.netloc, body)
+        try:
+            if resp.status in (401, 403):
+                raise self._denied_creds(registry, creds)
+            if resp.status != 200:
+                self._fail(resp, None, "the token request", parsed.netloc)
+            return token_from_response(resp.read_small("the token answer"), parsed.netloc)
+        finally:
+            resp.close()
+
+    def _denied(self, ref: Reference) -> BadInput:
+        return self._denied_creds(ref.registry, self._credentials(ref.registry), ref)
+
+    def _denied_creds(self, registry: str, creds: Credentials | None,
+                      ref: Reference | None = None) -> BadInput:
+        file, _ = auth_file_path(self.auth_file, self.environ)
+        if creds is None:
+            what = f" to pull {ref.repository}" if ref else ""
+            return BadInput(f"registry {registry} requires credentials{what}",
+                            f"add them to {file} as auths.\"{registry}\".auth "
+                            "(base64 of user:password), or pass --auth-file")
+        who = f" (user {creds.username})" if creds.username else ""
+        return BadInput(f"wrong credentials for {registry}{who}, or no access to "
+                        f"{ref.repository if ref else 'the repository'}",
+                        f"check auths.\"{registry}\" in {creds.source}")
+
+    def _fail(self, resp: _Response, ref: Reference | None, what: str,
+              host: str | None = None) -> NoReturn:
+        host = host or (ref.registry if ref else "?")
+        detail = _error_detail(resp.read(65536))
+        tail = f": {detail}" if detail else ""
+        if resp.status == 403:
+            raise BadInput(f"{host} denied access to {ref.name if ref else what}{tail}",
+                           "check that your credentials may pull this repository")
+        if resp.status == 429:
+            raise KairosError(f"{host} is rate-limiting requests{tail}",
+                              "wait a while, then run again")
+        raise KairosError(f"{host} answered {resp.status} {resp.resp.reason} to {what}{tail}",
+                          "try again later; if it persists, check the registry")
+
+    def _follow(self, method: str, url: str, headers: dict[str, str], registry: str,
+                body: bytes | None = None) -> _Response:
+        """Send, following redirects (blob stores redirect to CDNs); credentials stay home."""
+        origin = urllib.parse.urlsplit(url).netloc
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._send(method, url, headers, registry, body)
+            location = resp.headers.get("Location")
+            if resp.status not in (301, 302, 303, 307, 308) or not location:
+                return resp
+            resp.close()
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).netloc != origin:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if resp.status == 303:
+                method, body = "GET", None
+        raise KairosError(f"{registry} redirects too often", "check the registry's setup")
+
+    def _send(self, method: str, url: str, headers: dict[str, str], registry: str,
+              body: bytes | None = None) -> _Response:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            insecure = self._is_insecure(host) or self._is_insecure(registry)
+            ctx = self._unverified_ctx if insecure else self._verified_ctx
+            conn = http.client.HTTPSConnection(host, timeout=self.timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, timeout=self.timeout)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            conn.request(method, target or "/", body=body,
+                         headers={"User-Agent": "kairos", **headers})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _connect_error(host, exc) from exc
+        log.debug("%s %s -> %d", method, url, resp.status)
+        return _Response(conn, resp, url)
+
+
+# ---------------------------------------------------------------------------- layout
+
+def write_layout(result: PullResult, cache: BlobCache, name: str) -> Path:
+    """Make the parent of a cache rooted at `.../blobs` an OCI layout whose index names the
+    pulled image `name`, so kairos.oci.unpack reads (and hashes again) the cached blobs in
+    place. Returns the layout directory."""
+    if cache.root.name != "blobs":
+        raise ValueError(f"the blob cache {cache.root} is not a layout's blobs/ directory")
+    check_ref(name)
+    layout = cache.root.parent
+    desc = Descriptor(result.manifest.media_type, result.manifest.digest,
+                      len(result.manifest.raw), annotations={ANNOTATION_REF_NAME: name})
+    _atomic_write(layout / OCI_LAYOUT_FILE,
+                  canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
+    _atomic_write(layout / INDEX_FILE, canonical_json(
+        {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [desc.to_json()]}))
+    return layout
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(part, path)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _connect_error(host: str, exc: OSError | http.client.HTTPException) -> KairosError:
+    """One line for a person from whatever the socket layer raised."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BadInput(f"the TLS certificate of {host} is not trusted ({exc.verify_message})",
+                        "install its CA certificate in the system store, or name it in "
+                        "--allow-insecure-registries")
+    if isinstance(exc, ssl.SSLError):
+        return BadInput(f"TLS with {host} failed ({exc.reason or exc})",
+                        HINT_INSECURE.format(host=host))
+    if isinstance(exc, socket.gaierror):
+        return BadInput(f"cannot reach registry {host}: the name does not resolve",
+                        "check the name and the network")
+    if isinstance(exc, ConnectionRefusedError):
+        return BadInput(f"cannot reach registry {host}: connection refused",
+                        "check the name, the port and the network")
+    if isinstance(exc, http.client.BadStatusLine | http.client.RemoteDisconnected):
+        return KairosError(f"registry {host} closed the connection without answering",
+                           "check the name and the network; if it speaks TLS do not name it "
+                           "insecure")
+    return KairosError(f"cannot reach registry {host}: {exc}", "check the name and the network")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _hash_prefix(fd: int, size: int) -> Any:
+    """The sha256 state after the first `size` bytes of a partial download."""
+    h = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(CHUNK, size - pos), pos)
+        if not chunk:
+            break
+        h.update(chunk)
+        pos += len(chunk)
+    return h
+
+
+def _is_index(doc: dict[str, Any], media_type: str) -> bool:
+    return media_type in INDEX_TYPES or ("manifests" in doc and "layers" not in doc)
+
+
+def _as_list(value: object, ref: Reference) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadInput(f"the manifest of {ref} is malformed (a list is missing)",
+                       "the image in the registry is damaged; push it again")
+    return value
+
+
+def _platform_of(desc: Descriptor) -> Platform:
+    p = desc.platform or {}
+    return Platform(p.get("os", ""), p.get("architecture", ""), p.get("variant", ""))
+
+
+def _pick_platform(entries: list[Descriptor], want: Platform,
+                   ref: Reference) -> tuple[Descriptor, list[str]]:
+    # buildkit adds attestation manifests as platform unknown/unknown: not images.
+    plats = [(d, _platform_of(d)) for d in entries]
+    present = [str(p) for _, p in plats if p.architecture not in ("", "unknown")]
+    matches = [d for d, p in plats if p.os == want.os and p.architecture == want.architecture
+               and (not want.variant or p.variant in ("", want.variant))]
+    if matches:
+        return matches[0], present
+    raise BadInput(f"{ref} has no {want} image",
+                   f"it has: {', '.join(sorted(set(present))) or 'no platforms'}; "
+                   f"use an image built for {want}")
+
+
+def _check_config_platform(config: dict[str, Any], want: Platform, ref: Reference) -> None:
+    arch, os_name = config.get("architecture"), config.get("os")
+    if (isinstance(arch, str) and arch and arch != want.architecture) \
+            or (isinstance(os_name, str) and os_name and os_name != want.os):
+        have = f"{os_name or '?'}/{arch or '?'}"
+        raise BadInput(f"{ref} is an image for {have} only",
+                       f"use an image built for {want}")
+
+
+def _best_challenge(challenges: list[Challenge], registry: str) -> Challenge:
+    for scheme in ("bearer", "basic"):
+        for ch in challenges:
+            if ch.scheme == scheme:
+                if scheme == "bearer" and not ch.realm:
+                    raise BadInput(f"registry {registry} asks for a token but names no realm",
+                                   "check the registry's auth configuration")
+                return ch
+    shown = ", ".join(c.scheme for c in challenges) or "nothing"
+    raise BadInput(f"registry {registry} asks for an unsupported authentication ({shown})",
+                   "only Bearer tokens and Basic auth are supported")
