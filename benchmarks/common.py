@@ -58,17 +58,58 @@ def boot_once(v: Variant, log_name: str) -> float:
     return t
 
 
-def boot_interleaved(variants: list[Variant], boots: int) -> None:
+@dataclass
+class Load:
+    """What else the machine was doing, sampled before each boot."""
+    loadavg: list[float] = field(default_factory=list)  # 1-minute load average
+    other_vms: list[int] = field(default_factory=list)  # QEMU processes not started by us
+
+    def sample(self) -> None:
+        self.loadavg.append(loadavg())
+        self.other_vms.append(qemu_processes())
+
+    def summary(self) -> str:
+        if not self.loadavg:
+            return "not sampled"
+        busy = sum(1 for n in self.other_vms if n)
+        return (f"1-min load average {min(self.loadavg):.2f}–{max(self.loadavg):.2f} "
+                f"(median {median(self.loadavg):.2f}) on 2 cores; other QEMU guests running "
+                f"before {busy} of {len(self.other_vms)} boots")
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def qemu_processes() -> int:
+    """How many qemu-system processes run now (called between our boots: all are others')."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            count += Path(argv0.decode(errors="replace")).name.startswith("qemu-system")
+    return count
+
+
+def boot_interleaved(variants: list[Variant], boots: int, load: Load | None = None) -> None:
     """One first boot of each variant, then `boots` rounds taking each variant in turn.
 
     Taking turns makes load from anything else on the machine fall on every variant alike,
-    so their ratio stays meaningful on a shared, noisy host.
+    so their ratio stays meaningful on a shared, noisy host. `load`, if given, gets a sample
+    before every boot.
     """
     for v in variants:
+        if load is not None:
+            load.sample()
         v.first = boot_once(v, "serial-first")
         print(f"    {v.name}: first boot {v.first:.1f}s", flush=True)
     for i in range(boots):
         for v in variants:
+            if load is not None:
+                load.sample()
             t = boot_once(v, f"serial-{i}")
             v.later.append(t)
             print(f"    {v.name}: boot {i + 1} {t:.1f}s", flush=True)
