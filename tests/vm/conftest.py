@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kairos.vm.config import VMConfig
 from kairos.vm.keys import ensure_keypair
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, kairos, write_cloud_config
+from tests.helpers import BOOT_TIMEOUT, kairos, state, write_cloud_config
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +49,33 @@ def boot_vm(keypair: tuple[Path, Path], tmp_path: Path) -> Iterator[object]:
     for vm in started:
         vm.close()
 
+
+
+BOOT_STAGES = ("rootfs", "initramfs", "fs", "boot")  # recorded by the time SSH answers
+
+
+def assert_no_failed_steps(vm: VM, *, failures: Mapping[str, Sequence[str]] | None = None,
+                           expect: Sequence[str] = BOOT_STAGES,
+                           wait_s: float = 60.0) -> dict[str, Any]:
+    """This boot's stage reports (`kairos state --json`, key `stages`) show no failed step,
+    except exactly the ones in `failures`: per stage, one substring per failure line, in
+    order. Every stage in `expect` must have a report (waits up to `wait_s` for them).
+    A unit that exits 0 says nothing about its steps; this does. Returns the stages."""
+    wanted = dict(failures or {})
+    deadline = time.monotonic() + wait_s
+    while True:
+        stages: dict[str, Any] = state(vm)["stages"]  # type: ignore[assignment]
+        missing = [s for s in (*expect, *wanted) if s not in stages]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not missing, f"no report of stage(s) {missing} this boot; got {sorted(stages)}"
+    for name, summary in stages.items():
+        lines: list[str] = summary["failures"]
+        expected = list(wanted.get(name, ()))
+        assert len(lines) == len(expected) == summary["failed"], (
+            f"stage {name}: {summary['failed']} failed step(s), expected {len(expected)}:\n"
+            + "\n".join(lines))
+        for line, part in zip(lines, expected, strict=True):
+            assert part in line, f"stage {name}: {line!r} is not the failure {part!r}"
+    return stages

@@ -1,7 +1,12 @@
 """Boot the default image from a disk under BIOS and check what a Kairos user relies on.
 
 One VM for the module, driven through its life in order: first boot, reboot with
-persistence, then one-shot selections of the fallback and recovery entries.
+persistence, then one-shot selections of the fallback and recovery entries. Every boot's
+stage reports are checked: no step failed unless the test meant it to.
+
+Riding on those reboots, an attack: a second user (`mallory`, added by a config in /oem
+before the first reboot) replaces their ~/.ssh/authorized_keys with a symlink to /etc/shadow;
+the next boot's users step must refuse it (a recorded failure), not write the key there.
 """
 
 from __future__ import annotations
@@ -14,8 +19,19 @@ import pytest
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 from tests.helpers import BOOT_TIMEOUT, copy_disk, state
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
+
+MALLORY_CONFIG = """#cloud-config
+users:
+  - name: mallory
+    ssh_authorized_keys:
+      - {pubkey}
+"""
+SHADOW_STAT = "sudo -n stat -c '%U:%G %a' /etc/shadow"
+# what the attack test saw before the reboot that should have refused mallory's link
+seen: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +75,11 @@ def test_no_unit_failed(vm: VM) -> None:
     assert failed == "", f"failed units:\n{failed}"
 
 
+def test_no_stage_step_failed(vm: VM) -> None:
+    stages = assert_no_failed_steps(vm)
+    assert stages["boot"]["run"] >= 1, "the cloud-config's users step ran in the boot stage"
+
+
 def test_state_reports_active_boot(vm: VM) -> None:
     st = state(vm)
     assert st["boot"] == "active_boot"
@@ -70,8 +91,11 @@ def test_state_reports_active_boot(vm: VM) -> None:
     assert vm.ssh("kairos state get boot").stdout.strip() == "active_boot"
 
 
-def test_reboot_keeps_persistent_paths_and_drops_etc(vm: VM) -> None:
+def test_reboot_keeps_persistent_paths_and_drops_etc(vm: VM, keypair: tuple[Path, Path]) -> None:
     vm.ssh("sudo -n sh -c 'echo gone > /etc/kairos-ephemeral; echo kept > /usr/local/kairos-kept'")
+    # a second account for the attack check below, created by the next boot
+    vm.ssh("sudo -n tee /oem/95_mallory.yaml >/dev/null",
+           input=MALLORY_CONFIG.format(pubkey=keypair[1].read_text().strip()))
     vm.ssh("echo kept > ~/kairos-kept")
     key_before = vm.ssh_host_key_fingerprint()
     mid_before = vm.ssh("cat /etc/machine-id").stdout.strip()
@@ -82,6 +106,17 @@ def test_reboot_keeps_persistent_paths_and_drops_etc(vm: VM) -> None:
     assert vm.ssh_host_key_fingerprint() == key_before
     assert vm.ssh("cat /etc/machine-id").stdout.strip() == mid_before
     assert state(vm)["boot"] == "active_boot"
+    assert_no_failed_steps(vm)
+
+
+def test_a_user_plants_a_link_at_authorized_keys(vm: VM, keypair: tuple[Path, Path]) -> None:
+    assert vm.ssh("id -un", user="mallory").stdout.strip() == "mallory"  # the key works
+    vm.ssh("sudo -n -u mallory sh -c 'cd ~/.ssh && rm -f authorized_keys && "
+           "ln -s /etc/shadow authorized_keys'")
+    assert vm.ssh("sudo -n readlink ~mallory/.ssh/authorized_keys").stdout.strip() == "/etc/shadow"
+    seen["shadow"] = vm.ssh(SHADOW_STAT).stdout.strip()
+    assert seen["shadow"].startswith("root:"), seen
+    assert keypair[1].read_text().split()[1] not in vm.ssh("sudo -n cat /etc/shadow").stdout
 
 
 def test_fallback_entry_boots_the_passive_slot(vm: VM) -> None:
@@ -92,9 +127,25 @@ def test_fallback_entry_boots_the_passive_slot(vm: VM) -> None:
     assert vm.ssh("test -e /run/cos/passive_mode", check=False).returncode == 0
 
 
+def test_the_planted_link_was_refused_not_followed(vm: VM, keypair: tuple[Path, Path]) -> None:
+    """The boot after the planting (the passive one above) ran the users step as root."""
+    assert seen, "needs test_a_user_plants_a_link_at_authorized_keys"
+    shadow = vm.ssh("sudo -n cat /etc/shadow").stdout
+    assert keypair[1].read_text().split()[1] not in shadow
+    assert "ssh-" not in shadow
+    assert vm.ssh(SHADOW_STAT).stdout.strip() == seen["shadow"]
+    assert vm.ssh("sudo -n readlink ~mallory/.ssh/authorized_keys").stdout.strip() == "/etc/shadow"
+    # refused, and visible: the boot stage's report has exactly this failure
+    assert_no_failed_steps(vm, failures={"boot": ["mallory"]})
+    assert "(admin)" in vm.ssh("id").stdout  # the other user's keys were still written
+    vm.ssh("sudo -n rm ~mallory/.ssh/authorized_keys")  # later boots are clean again
+
+
 def test_next_entry_is_one_shot(vm: VM) -> None:
     vm.reboot()
     assert state(vm)["boot"] == "active_boot"
+    assert_no_failed_steps(vm)
+    assert vm.ssh("id -un", user="mallory").stdout.strip() == "mallory"  # keys written again
 
 
 def test_recovery_entry_boots_recovery(vm: VM) -> None:
@@ -104,3 +155,4 @@ def test_recovery_entry_boots_recovery(vm: VM) -> None:
     assert state(vm)["boot"] == "recovery_boot"
     # recovery keeps nothing persistent: /usr/local is not the persistent partition
     assert vm.ssh("test -e /usr/local/kairos-kept", check=False).returncode != 0
+    assert_no_failed_steps(vm)

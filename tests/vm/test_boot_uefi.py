@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import copy_disk, state
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
 
@@ -18,8 +19,10 @@ def test_uefi_boot_to_active(disk_image: Path, boot_vm, tmp_path: Path) -> None:
     assert state(vm)["boot"] == "active_boot"
     assert "(admin)" in vm.ssh("id").stdout
     assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
+    assert_no_failed_steps(vm)
     vm.ssh("echo kept > ~/uefi-kept")
     key_before = vm.ssh_host_key_fingerprint()
     vm.reboot()
     assert vm.ssh("cat ~/uefi-kept").stdout.strip() == "kept"
     assert vm.ssh_host_key_fingerprint() == key_before
+    assert_no_failed_steps(vm)

@@ -1,5 +1,6 @@
 """Issue 3: one cloud-config delivered through a NoCloud `cidata` volume is fully applied on
-the first boot, across several stages, and `kairos config show` prints it with its sources."""
+the first boot, across several stages, and `kairos config show` prints it with its sources.
+One of its steps fails on purpose: the boot goes on, and `kairos state` shows the failure."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from kairos.vm.machine import VM
-from tests.helpers import cidata_vm
+from tests.helpers import cidata_vm, state
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
 
@@ -59,6 +61,12 @@ stages:
         start: [kairos-cc-hello]
       commands:
         - echo boot > /run/kairos-cc-boot
+    - name: "a deliberately failing step"
+      commands:
+        - "false"
+    - name: "after the failure"
+      commands:
+        - echo after > /run/kairos-cc-after-failure
   network:
     - name: "network marker"
       commands:
@@ -92,6 +100,19 @@ def test_every_stage_ran_on_first_boot(vm: VM) -> None:
     assert vm.ssh("systemctl is-active kairos-cc-hello").stdout.strip() == "active"
     assert vm.ssh("systemctl is-enabled kairos-cc-hello").stdout.strip() == "enabled"
     assert vm.ssh("cat /run/kairos-cc-hello").stdout.strip() == "hello"
+
+
+def test_a_failing_step_is_shown_and_the_boot_goes_on(vm: VM) -> None:
+    stages = assert_no_failed_steps(vm, failures={"boot": ["a deliberately failing step"]},
+                                    expect=("rootfs", "initramfs", "fs", "boot", "network"))
+    [line] = stages["boot"]["failures"]
+    assert line.startswith("/oem/95_userdata") and "(boot) failed: commands: " in line, line
+    assert stages["boot"]["ok"] is False and stages["network"]["ok"] is True
+    # the steps after it and the later stages ran; the unit did not fail
+    assert vm.ssh("cat /run/kairos-cc-after-failure").stdout.strip() == "after"
+    assert vm.ssh("systemctl is-failed cos-setup-boot", check=False).stdout.strip() == "active"
+    assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
+    assert state(vm)["stages"]["boot"]["failed"] == 1  # type: ignore[index]
 
 
 def test_config_show_prints_it_with_sources(vm: VM) -> None:

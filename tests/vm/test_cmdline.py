@@ -10,6 +10,7 @@ import pytest
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 from tests.helpers import BOOT_TIMEOUT, copy_disk
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
 
@@ -38,3 +39,4 @@ def test_debugrw_overlay_size_and_extra_mount(default_image: dict[str, object], 
         assert opts.split(",")[0] == "ro"
         assert vm.ssh("test -f /run/kairos-test-recovery/cOS/recovery.squashfs",
                       check=False).returncode == 0
+        assert_no_failed_steps(vm)

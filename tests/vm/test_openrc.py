@@ -4,6 +4,7 @@ OpenRC services. One VM for the module, in order: first boot, then a reboot."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from kairos.vm.machine import VM
 from tests.helpers import cidata_vm, kairos, state
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
 
@@ -105,6 +107,14 @@ def test_stages_ran_from_openrc_services(vm: VM) -> None:
     assert "this system runs OpenRC, not systemd" in serial  # the systemctl step's warning
 
 
+def test_no_step_failed_and_the_systemctl_step_only_warned(vm: VM) -> None:
+    assert_no_failed_steps(vm, expect=("rootfs", "initramfs", "fs", "boot", "network"))
+    boot = json.loads(vm.ssh("cat /run/kairos/stages/boot.json").stdout)
+    [step] = [r for r in boot["results"]
+              if r["name"].endswith("a systemd step on OpenRC: warned about, not failed")]
+    assert step["status"] == "ok", step
+
+
 def test_reconcile_runs_periodically(vm: VM) -> None:
     vm.ssh("for i in $(seq 240); do [ \"$(grep -c reconcile /run/kairos-orc-reconcile "
            "2>/dev/null)\" -ge 2 ] && break; sleep 1; done")
@@ -133,3 +143,4 @@ def test_reboot_refreshes_kairos_services_and_keeps_the_users(vm: VM) -> None:
     assert vm.ssh("cat /run/kairos-orc-mine").stdout.strip() == "mine"
     assert vm.ssh_host_key_fingerprint() == key_before
     assert vm.ssh("cat /run/kairos-orc-boot").stdout.strip() == "boot"
+    assert_no_failed_steps(vm)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import kairos, state, write_cloud_config
+from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
 
@@ -38,7 +39,9 @@ def test_trixie_image_boots_with_the_same_layout(trixie_image: dict[str, object]
     assert state(vm)["boot"] == "active_boot"
     assert vm.ssh("findmnt -no FSTYPE /etc").stdout.strip() == "overlay"
     assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
+    assert_no_failed_steps(vm)
     vm.ssh("echo kept > ~/trixie-kept && sudo sh -c 'echo gone > /etc/trixie-gone'")
     vm.reboot()
     assert vm.ssh("cat ~/trixie-kept").stdout.strip() == "kept"
     assert vm.ssh("test -e /etc/trixie-gone", check=False).returncode != 0
+    assert_no_failed_steps(vm)

@@ -54,6 +54,19 @@ class PartitionState:
 
 
 @dataclass
+class StageSummary:
+    """One stage's last run this boot: steps by outcome, and one line per failed step."""
+
+    ok: bool = True
+    run: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    finished: float | None = None  # when its report was written (seconds since the epoch)
+
+
+@dataclass
 class SystemState:
     boot: str = UNKNOWN
     booted_slot: str | None = None
@@ -65,6 +78,8 @@ class SystemState:
     kairos: dict[str, Any] = field(default_factory=dict)
     system: dict[str, Any] = field(default_factory=dict)
     in_ram: bool = False
+    # What each boot-time stage run of this boot did (from /run/kairos/stages/*.json).
+    stages: dict[str, StageSummary] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,6 +288,50 @@ def _read(path: Path) -> str:
         return ""
 
 
+# -- stage reports -----------------------------------------------------------------------
+
+STAGE_REPORTS = "run/kairos/stages"  # below the root; where boot-time stage runs leave theirs
+BOOT_STAGES = ("rootfs", "initramfs", "fs", "boot", "network", "reconcile")
+
+
+def _failure_line(result: dict[str, Any]) -> str:
+    """As the runner logs it: `<file>: step '<name>' (<stage>) failed: <reason>`."""
+    source, name = str(result.get("source") or ""), str(result.get("name") or "?")
+    name = name.removeprefix(f"{source}.") if source else name
+    return (f"{source or '?'}: step '{name}' ({result.get('stage') or '?'}) failed: "
+            f"{result.get('detail') or ''}")
+
+
+def summarize_report(data: Any) -> StageSummary:
+    """A stage report (the runner's `StageReport.to_json()`) as counts and failure lines."""
+    if not isinstance(data, dict):
+        return StageSummary(ok=False, warnings=["the report is not a JSON object"])
+    results = [r for r in data.get("results") or [] if isinstance(r, dict)]
+    count = {status: sum(1 for r in results if r.get("status") == status)
+             for status in ("ok", "skipped", "failed")}
+    finished = data.get("finished")
+    return StageSummary(
+        ok=count["failed"] == 0, run=count["ok"], skipped=count["skipped"],
+        failed=count["failed"],
+        failures=[_failure_line(r) for r in results if r.get("status") == "failed"],
+        warnings=[str(w) for w in data.get("warnings") or []],
+        finished=float(finished) if isinstance(finished, int | float) else None)
+
+
+def detect_stages(root: Path) -> dict[str, StageSummary]:
+    """Every stage report this boot left, boot stages in boot order first, then the rest."""
+    found: dict[str, StageSummary] = {}
+    for path in sorted((root / STAGE_REPORTS).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            found[path.stem] = StageSummary(ok=False, warnings=[f"unreadable report: {exc}"])
+            continue
+        found[path.stem] = summarize_report(data)
+    rank = {name: i for i, name in enumerate(BOOT_STAGES)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
 # -- the whole report --------------------------------------------------------------------
 
 
@@ -292,7 +351,8 @@ def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
         boot=boot, booted_slot=SLOTS.get(boot), uuid=detect_uuid(root),
         oem=parts["oem"], persistent=parts["persistent"], recovery=parts["recovery"],
         state=parts["state"], kairos=detect_kairos(root), system=detect_system(root),
-        in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists())
+        in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists(),
+        stages=detect_stages(root))
 
 
 def query(data: dict[str, Any], key: str) -> Any:

@@ -119,16 +119,50 @@ def mount_volume(vol: Volume, timeout: float = 5.0) -> bool:
     return mount(dev, vol.target, options="rw" if vol.writable else "ro")
 
 
-def apply_bind(bind: Bind) -> bool:
-    """Bind a persistent store over a path; the first time, seed it from the image."""
-    store = Path(bind.store)
-    if not store.exists():
-        tmp = store.with_name(store.name + ".new")
-        run(["rm", "-rf", str(tmp)], check=False)
+def _sync_fs(path: Path) -> None:
+    """Flush the filesystem holding `path` (syncfs(2): that one only, cheap in early boot)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def seed_store(store: Path, source: str) -> bool:
+    """Make the persistent store `store` a copy of the image's `source` directory (which may
+    be missing: an empty store). The copy goes to STORE.new, is synced, and only then renamed
+    into place: a failed copy or a power cut leaves no store, so the next boot seeds again."""
+    tmp = store.with_name(store.name + ".new")
+    run(["rm", "-rf", str(tmp)], check=False)  # a partial copy from an interrupted boot
+    try:
         tmp.mkdir(parents=True)
-        if os.path.isdir(bind.path):
-            run(["cp", "-a", f"{bind.path}/.", str(tmp)], check=False)
-        tmp.rename(store)  # only a complete seed becomes the store
+        if os.path.isdir(source):
+            res = run(["cp", "-a", f"{source}/.", str(tmp)], check=False)
+            if res.returncode != 0:
+                why = res.stderr.strip().splitlines()[-1:] or [f"exit code {res.returncode}"]
+                log.warning("cannot seed the persistent %s from the image: %s; not bound this "
+                            "boot, the next boot tries again", source, why[0])
+                run(["rm", "-rf", str(tmp)], check=False)
+                return False
+        _sync_fs(tmp)
+        # Only a complete, synced seed becomes the store. Should the rename itself be lost
+        # to a power cut, the next boot finds no store and seeds again.
+        tmp.rename(store)
+    except OSError as exc:
+        log.warning("cannot seed the persistent %s: %s; not bound this boot", source, exc)
+        run(["rm", "-rf", str(tmp)], check=False)
+        return False
+    return True
+
+
+def apply_bind(bind: Bind) -> bool:
+    """Bind a persistent store over a path; the first time, seed it from the image. When the
+    seed fails nothing is bound: the path stays as the image has it for this boot."""
+    store = Path(bind.store)
+    if not store.exists() and not seed_store(store, bind.path):
+        return False
     try:
         os.makedirs(bind.path, exist_ok=True)
     except OSError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kairos.early.apply import apply_plan, ensure_machine_id, find_label, is_mounted, mount
 from kairos.early.plan import BootParams, make_plan, parse_cmdline, parse_env
+from kairos.early.stage import run_and_record
 
 log = logging.getLogger("kairos.early")
 LAYOUT_ENV = "/run/cos/cos-layout.env"
@@ -48,11 +49,8 @@ def _setup_logging() -> None:
 
 
 def _run_stage(stage: str) -> None:
-    try:
-        from kairos.stages.runner import run_stage
-        run_stage(stage, root=Path("/"))
-    except Exception as exc:  # a bad config never stops a boot
-        log.warning("stage %s failed: %s", stage, exc)
+    # a bad config never stops a boot; the report in /run/kairos/stages tells what failed
+    run_and_record(stage, Path("/"))
 
 
 # The fs stage runs "once local filesystems are mounted": here every one of them is mounted by
@@ -62,12 +60,9 @@ def _run_stage(stage: str) -> None:
 SKIP_DIR = "/run/kairos/skip-stage"
 
 
-def run_fs_stage(skip_dir: str = SKIP_DIR) -> bool:
-    try:
-        from kairos.stages.runner import run_stage
-        run_stage("fs", root=Path("/"))
-    except Exception as exc:  # the unit will try again under systemd
-        log.warning("stage fs failed in early-init: %s", exc)
+def run_fs_stage(skip_dir: str = SKIP_DIR, root: Path = Path("/")) -> bool:
+    if run_and_record("fs", root) is None:  # the runner broke: the unit tries again
+        log.warning("stage fs failed in early-init; cos-setup-fs runs it again")
         return False
     os.makedirs(skip_dir, exist_ok=True)
     Path(skip_dir, "fs").write_text("the fs stage ran in early-init\n")

@@ -1,8 +1,10 @@
 """`/usr/lib/kairos/run-stage STAGE`: what the cos-setup-* units run at boot.
 
 The same runner as `kairos run-stage`, without the CLI around it: at boot every module
-imported costs time (seconds under emulation), and a stage must never fail the unit — its
-failures are logged, the boot goes on.
+imported costs time (seconds under emulation). A stage never fails its unit or service — a bad
+config must not stop a device, and a failed unit would say less than the report — but every
+run leaves its report in /run/kairos/stages/<stage>.json, failed steps included, and
+`kairos state` shows them. early-init records its stages (rootfs, initramfs, fs) the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +12,32 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kairos.stages.runner import StageReport
+
+log = logging.getLogger("kairos.stages")
+
+
+def run_and_record(stage: str, root: Path = Path("/")) -> StageReport | None:
+    """Run `stage` and record its report under ROOT/run/kairos/stages. Never raises; None
+    when the runner itself broke (then the report recorded says so in a failed step)."""
+    try:
+        from kairos.stages import runner
+    except Exception as exc:  # nothing to record with: the log has to do
+        log.warning("stage %s: the stage runner cannot be loaded: %s", stage, exc)
+        return None
+    try:
+        report: StageReport | None = runner.run_stage(stage, root=root)  # logs its summary
+    except Exception as exc:  # a bad config never fails a boot unit
+        log.warning("stage %s: %s", stage, exc)
+        report = None
+        runner.save_report(runner.crashed_report(stage, exc), root)
+    else:
+        assert report is not None
+        runner.save_report(report, root)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +46,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: run-stage STAGE\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        from kairos.stages.runner import run_stage
-        run_stage(args[0], root=Path("/"))  # it logs its own summary
-    except Exception as exc:  # a bad config never fails a boot unit
-        logging.getLogger("kairos.stages").warning("stage %s: %s", args[0], exc)
+    run_and_record(args[0])
     return 0

@@ -23,6 +23,7 @@ from typing import IO, Any, cast
 
 from kairos.errors import BadInput, KairosError
 from kairos.oci.media import CHUNK, Reader
+from kairos.safefs import UnsafePath, open_dir
 
 log = logging.getLogger("kairos.oci")
 
@@ -48,17 +49,23 @@ class ApplyState:
     skipped_other: int = 0
 
     def finish(self) -> None:
-        """Directory modes and times last: adding entries below a directory changes them."""
+        """Directory modes and times last: adding entries below a directory changes them.
+
+        A later layer may have replaced a recorded directory, or one above it, with a
+        symlink (`a -> /etc`): each one is reached from the root with no link followed and
+        changed through its descriptor; what is no longer a plain directory is skipped."""
         for rel in sorted(set(self.dir_times) | set(self.dir_modes),
                           key=lambda r: r.count("/"), reverse=True):
-            path = os.path.join(self.root, rel)
-            if not os.path.isdir(path) or os.path.islink(path):
-                continue
-            if rel in self.dir_modes:
-                os.chmod(path, self.dir_modes[rel])
-            if rel in self.dir_times:
-                when = self.dir_times[rel]
-                os.utime(path, (when, when), follow_symlinks=False)
+            try:
+                with open_dir(self.root, rel, follow="none") as fd:
+                    if rel in self.dir_modes:
+                        os.chmod(fd, self.dir_modes[rel])
+                    if rel in self.dir_times:
+                        when = self.dir_times[rel]
+                        os.utime(fd, (when, when))
+            except (UnsafePath, FileNotFoundError, NotADirectoryError):
+                log.debug("%s is no longer a directory of the image; its mode and time "
+                          "are not set", rel)
         if self.skipped_devices:
             log.warning("skipped %d device nodes: creating them needs root", self.skipped_devices)
         if self.skipped_xattrs:

@@ -13,7 +13,10 @@ stages (`stages.boot[0].commands[0]=...`, also inside `kairos.config=`).
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -119,6 +122,41 @@ class StageReport:
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "ok": self.ok, "results": [asdict(r) for r in self.results],
                 "warnings": list(self.warnings)}
+
+
+# Where boot-time stage runs leave their reports (below the root; /run is a tmpfs, so they
+# describe this boot). `kairos state` reads them back.
+REPORT_DIR = "run/kairos/stages"
+RUNNER_STEP = "run-stage"  # the name of the step a report gets when the runner itself broke
+
+
+def report_path(stage: str, root: Path = Path("/")) -> Path:
+    """ROOT/run/kairos/stages/<stage>.json (a stage name is made a plain file name)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stage).lstrip(".") or "_"
+    return root / REPORT_DIR / f"{name}.json"
+
+
+def crashed_report(stage: str, exc: BaseException) -> StageReport:
+    """The report of a stage run that broke off: one failed step naming the error."""
+    detail = f"the stage runner failed: {type(exc).__name__}: {exc}"
+    return StageReport(stage=stage, results=[StepResult(
+        stage=stage, name=RUNNER_STEP, source="kairos", status="failed", detail=one_line(detail))])
+
+
+def save_report(report: StageReport, root: Path = Path("/")) -> Path | None:
+    """Write `report` atomically to ROOT/run/kairos/stages/<stage>.json, with the time it was
+    written. Never raises (a boot goes on): a problem is logged and None returned."""
+    from kairos.safefs import write_file_atomic
+
+    path = report_path(report.stage, root)
+    data = {**report.to_json(), "finished": round(time.time(), 3)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(path, (json.dumps(data, indent=1) + "\n").encode(), mode=0o644)
+    except (OSError, KairosError) as exc:
+        log.warning("cannot record the report of stage %s in %s: %s", report.stage, path, exc)
+        return None
+    return path
 
 
 class _PluginFailureFilter(logging.Filter):

@@ -281,3 +281,36 @@ def test_runs_on_this_host() -> None:
     s = st.detect_state()
     assert s.boot in st.BOOT_STATES
     assert isinstance(s.to_dict()["oem"]["found"], bool)
+
+
+def test_stage_reports_show_failed_steps(device: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A boot step that failed is in `kairos state --json`, from the report its run left."""
+    from kairos.early.stage import run_and_record
+
+    (device / "oem").mkdir()
+    (device / "oem/50_test.yaml").write_text(
+        "name: t\nstages:\n  boot:\n  - name: good\n    files: [{path: /run/x, content: x}]\n"
+        "  - name: bad\n    commands: [\"false\"]\n  initramfs:\n  - name: good\n"
+        "    files: [{path: /run/y, content: y}]\n")
+    for name in ("boot", "initramfs"):
+        run_and_record(name, device)
+    (device / "run/kairos/stages/zzz.json").write_text("{broken")
+    args = cli("--json", "--root", str(device))
+    assert args.func(args) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert list(stages) == ["initramfs", "boot", "zzz"]  # boot order, then the rest
+    assert stages["initramfs"] | {"finished": None} == {
+        "ok": True, "run": 1, "skipped": 0, "failed": 0, "failures": [], "warnings": [],
+        "finished": None}
+    boot = stages["boot"]
+    assert boot["ok"] is False and (boot["run"], boot["failed"]) == (1, 1)
+    [line] = boot["failures"]
+    assert line.startswith("/oem/50_test.yaml: step 't.bad' (boot) failed: commands: ")
+    assert stages["zzz"]["ok"] is False and "unreadable" in stages["zzz"]["warnings"][0]
+    args = cli("--root", str(device), "get", "stages.boot.failed")
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == "1\n"
+
+
+def test_no_reports_no_stages(device: Path) -> None:
+    assert st.detect_state(device).stages == {}

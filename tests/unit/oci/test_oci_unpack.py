@@ -315,3 +315,35 @@ def test_docker_style_names_in_an_oci_index(tmp_path: Path) -> None:
         assert inspect_image(layout, ref=ref).manifest_digest == img.digest
     with pytest.raises(BadInput, match="no image named 'busybox:1'"):
         inspect_image(layout, ref="busybox:1")
+
+
+@pytest.mark.parametrize("link", ["absolute", "relative"])
+def test_finish_never_changes_a_directory_outside_the_root(tmp_path: Path, link: str) -> None:
+    # Layer 1 has directories a/ and a/sub (mode 0700); layer 2 turns a/ into a symlink that
+    # points out of the root. The modes and times recorded for a/ and a/sub must not land on
+    # the host's directory the link names.
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    os.chmod(outside / "sub", 0o755)
+    os.utime(outside / "sub", (EPOCH + 12345, EPOCH + 12345))
+    os.chmod(outside, 0o751)
+    os.utime(outside, (EPOCH + 678, EPOCH + 678))
+    before = {p: os.stat(p) for p in (outside, outside / "sub")}
+    target = str(outside) if link == "absolute" else "../outside"
+    root = tmp_path / "root"
+    root.mkdir()
+    state = ApplyState(root, privileged=False)  # records modes too, not only times
+    apply_layer(io.BytesIO(layer_tar([Entry("a", "dir", mode=0o700),
+                                      Entry("a/sub", "dir", mode=0o700),
+                                      Entry("keep", "dir", mode=0o700)])), state, "layer 1")
+    apply_layer(io.BytesIO(layer_tar([Entry("a", "symlink", target=target)])), state,
+                "layer 2")
+    state.finish()
+    for path, st in before.items():
+        now = os.stat(path)
+        assert stat.S_IMODE(now.st_mode) == stat.S_IMODE(st.st_mode), path
+        assert now.st_mtime_ns == st.st_mtime_ns, path
+    assert os.readlink(root / "a") == target
+    # directories that are still directories get their recorded mode and time
+    assert stat.S_IMODE(os.stat(root / "keep").st_mode) == 0o700
+    assert os.stat(root / "keep").st_mtime == EPOCH
