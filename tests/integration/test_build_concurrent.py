@@ -7,7 +7,6 @@ their prunes must not evict the default image's cached steps, which later tests 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from kairos.artifacts.rootfs import sha256_file
 from tests.helpers import CACHE_DIR, ROOT
 
 pytestmark = pytest.mark.integration
@@ -52,14 +52,6 @@ def _finish(proc: subprocess.Popen[str]) -> dict[str, object]:
     return result
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def test_two_builds_at_once_match_lone_builds(default_image: dict[str, object], cache: Path,
                                               tmp_path: Path) -> None:
     """Different versions: different kairosify/squash/OCI keys, so each build's prune meets
@@ -70,10 +62,10 @@ def test_two_builds_at_once_match_lone_builds(default_image: dict[str, object], 
     second = _start(cache, tmp_path / "b", "--version", other)
     a, b = _finish(first), _finish(second)
     assert a["steps"]["kairosify"] == "built" and b["steps"]["kairosify"] == "built"  # type: ignore[index]
-    assert _sha256(tmp_path / "a/rootfs.squashfs") == default_image["rootfs_sha256"]
+    assert sha256_file(tmp_path / "a/rootfs.squashfs") == default_image["rootfs_sha256"]
     assert a["oci_digest"] == default_image["oci_digest"]
     lone = _finish(_start(cache, tmp_path / "c", "--version", other, "--rebuild", "--no-oci"))
-    assert _sha256(tmp_path / "b/rootfs.squashfs") == lone["rootfs_sha256"]
+    assert sha256_file(tmp_path / "b/rootfs.squashfs") == lone["rootfs_sha256"]
     assert b["rootfs_sha256"] == lone["rootfs_sha256"] != a["rootfs_sha256"]
 
 
@@ -85,4 +77,4 @@ def test_two_builds_of_the_same_inputs_make_them_once(tmp_path: Path, cache: Pat
     kinds = sorted(str(r["steps"]["kairosify"]) for r in (a, b))  # type: ignore[index]
     assert kinds == ["built", "cached"], kinds
     assert a["rootfs_sha256"] == b["rootfs_sha256"]
-    assert _sha256(tmp_path / "a/rootfs.squashfs") == _sha256(tmp_path / "b/rootfs.squashfs")
+    assert sha256_file(tmp_path / "a/rootfs.squashfs") == sha256_file(tmp_path / "b/rootfs.squashfs")

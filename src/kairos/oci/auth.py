@@ -96,7 +96,7 @@ def auth_file_path(explicit: Path | None = None,
 
 
 def _host_of(key: str) -> str:
-    """'https://host:5000/v1/' and 'host:5000' both name host:5000."""
+    """The host[:port] a config.json key names: keys may be bare or full URLs with a path."""
     key = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", key.strip())
     return key.split("/", 1)[0].lower()
 

@@ -56,7 +56,9 @@ from kairos.oci.media import (
     parse_json,
     sha256_digest,
 )
+from kairos.oci.platform import check_config_platform, parse_platform, pick_platform
 from kairos.oci.reference import Reference
+from kairos.safefs import write_file_atomic
 from kairos.ui import Progress
 
 log = logging.getLogger("kairos.oci.registry")
@@ -80,26 +82,6 @@ _RANGE_RE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 
 
 # ---------------------------------------------------------------------------- data
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str = ""
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-
-def parse_platform(text: str) -> Platform:
-    """'linux/amd64', 'linux/arm64/v8' or just 'arm64' (Linux implied)."""
-    parts = text.strip().split("/")
-    if len(parts) == 1 and parts[0]:
-        return Platform("linux", parts[0])
-    if 2 <= len(parts) <= 3 and all(parts):
-        return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
-    raise BadInput(f"invalid platform {text!r}", "write it as OS/ARCH[/VARIANT], e.g. linux/amd64")
-
 
 @dataclass(frozen=True)
 class Manifest:
@@ -235,7 +217,7 @@ class RegistryClient:
         if _is_index(doc, media_type):
             entries = [Descriptor.from_json(e, f"index of {ref}")
                        for e in _as_list(doc.get("manifests"), ref)]
-            chosen, platforms = _pick_platform(entries, want, ref)
+            chosen, platforms = pick_platform(entries, want, ref)
             index_digest = digest
             raw, media_type, digest = self._get_manifest(ref, chosen.digest)
             doc = parse_json(raw, f"manifest {chosen.digest} of {ref}")
@@ -266,7 +248,7 @@ class RegistryClient:
         cache.put_bytes(manifest.raw)  # verified by resolve(); lets the cache act as a layout
         config_blob = self.fetch_blob(ref, manifest.config, cache, verify_cached=True)
         config = parse_json(config_blob.path.read_bytes(), f"config of {ref}")
-        _check_config_platform(config, want, ref)
+        check_config_platform(config, want, ref)
         layers = [self.fetch_blob(ref, d, cache, verify_cached=verify_cached)
                   for d in manifest.layers]
         return PullResult(manifest, config, config_blob, layers)
@@ -645,20 +627,11 @@ def write_layout(result: PullResult, cache: BlobCache, name: str) -> Path:
     layout = cache.root.parent
     desc = Descriptor(result.manifest.media_type, result.manifest.digest,
                       len(result.manifest.raw), annotations={ANNOTATION_REF_NAME: name})
-    _atomic_write(layout / OCI_LAYOUT_FILE,
+    write_file_atomic(layout / OCI_LAYOUT_FILE,
                   canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
-    _atomic_write(layout / INDEX_FILE, canonical_json(
+    write_file_atomic(layout / INDEX_FILE, canonical_json(
         {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [desc.to_json()]}))
     return layout
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -713,34 +686,6 @@ def _as_list(value: object, ref: Reference) -> list[Any]:
         raise BadInput(f"the manifest of {ref} is malformed (a list is missing)",
                        "the image in the registry is damaged; push it again")
     return value
-
-
-def _platform_of(desc: Descriptor) -> Platform:
-    p = desc.platform or {}
-    return Platform(p.get("os", ""), p.get("architecture", ""), p.get("variant", ""))
-
-
-def _pick_platform(entries: list[Descriptor], want: Platform,
-                   ref: Reference) -> tuple[Descriptor, list[str]]:
-    # buildkit adds attestation manifests as platform unknown/unknown: not images.
-    plats = [(d, _platform_of(d)) for d in entries]
-    present = [str(p) for _, p in plats if p.architecture not in ("", "unknown")]
-    matches = [d for d, p in plats if p.os == want.os and p.architecture == want.architecture
-               and (not want.variant or p.variant in ("", want.variant))]
-    if matches:
-        return matches[0], present
-    raise BadInput(f"{ref} has no {want} image",
-                   f"it has: {', '.join(sorted(set(present))) or 'no platforms'}; "
-                   f"use an image built for {want}")
-
-
-def _check_config_platform(config: dict[str, Any], want: Platform, ref: Reference) -> None:
-    arch, os_name = config.get("architecture"), config.get("os")
-    if (isinstance(arch, str) and arch and arch != want.architecture) \
-            or (isinstance(os_name, str) and os_name and os_name != want.os):
-        have = f"{os_name or '?'}/{arch or '?'}"
-        raise BadInput(f"{ref} is an image for {have} only",
-                       f"use an image built for {want}")
 
 
 def _best_challenge(challenges: list[Challenge], registry: str) -> Challenge:

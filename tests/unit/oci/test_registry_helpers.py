@@ -6,12 +6,11 @@ import pytest
 
 from kairos.errors import BadInput
 from kairos.oci.media import Descriptor
+from kairos.oci.platform import parse_platform, pick_platform
 from kairos.oci.reference import parse_reference
 from kairos.oci.registry import (
     _error_detail,
     _next_link,
-    _pick_platform,
-    parse_platform,
 )
 
 REF = parse_reference("reg.local/os:v1")
@@ -31,14 +30,14 @@ def test_next_link() -> None:
     assert _next_link(None, base) is None
 
 
-def test_pick_platform() -> None:
+def testpick_platform() -> None:
     entries = [desc(1, os="linux", architecture="arm64", variant="v8"),
                desc(2, os="unknown", architecture="unknown"),  # an attestation
                desc(3, os="linux", architecture="amd64")]
-    assert _pick_platform(entries, parse_platform("linux/amd64"), REF)[0] == entries[2]
-    assert _pick_platform(entries, parse_platform("linux/arm64"), REF)[0] == entries[0]
+    assert pick_platform(entries, parse_platform("linux/amd64"), REF)[0] == entries[2]
+    assert pick_platform(entries, parse_platform("linux/arm64"), REF)[0] == entries[0]
     with pytest.raises(BadInput, match="no linux/riscv64 image") as exc:
-        _pick_platform(entries, parse_platform("linux/riscv64"), REF)
+        pick_platform(entries, parse_platform("linux/riscv64"), REF)
     assert exc.value.hint.startswith("it has: linux/amd64, linux/arm64/v8;")
 
 

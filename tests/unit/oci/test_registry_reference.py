@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kairos.errors import EXIT_BAD_INPUT, BadInput
+from kairos.oci.platform import Platform, parse_platform
 from kairos.oci.reference import Reference, parse_reference
-from kairos.oci.registry import Platform, parse_platform
 
 DIGEST = "sha256:" + "ab" * 32
 
