@@ -18,6 +18,7 @@ device's root seen from outside, a user's home on a running device. Two ways in:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -359,3 +360,22 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Atomically replace a file of ours (a path we control end to end)."""
     with open_dir(Path("/"), path.parent.resolve(), follow="all") as dfd:
         write_at(dfd, path.name, data, mode=mode, shown=str(path))
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def rename_exchange(a: Path, b: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two paths in one atomic step; False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -40,6 +40,7 @@ class Progress:
         self.total = total
         self.done = 0
         self._last = 0.0
+        self._start = time.monotonic()
         self._tty = sys.stderr.isatty()
 
     def advance(self, n: int) -> None:
@@ -52,7 +53,9 @@ class Progress:
     def _print(self) -> None:
         mib = self.done / 2**20
         pct = f" {100 * self.done // self.total}%" if self.total else ""
-        text = f"  {self.title}: {mib:.1f} MiB{pct}"
+        secs = time.monotonic() - self._start
+        rate = f" {mib / secs:.1f} MiB/s" if secs >= 0.5 else ""
+        text = f"  {self.title}: {mib:.1f} MiB{pct}{rate}"
         if self._tty:
             sys.stderr.write("\r" + text)
         else:

@@ -4,9 +4,7 @@ a hash of its inputs. A plain ordered list of steps over one context (mkosi's sh
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
-import errno
 import json
 import logging
 import os
@@ -26,7 +24,7 @@ from kairos.factory.inits import check_choice, resolve_init, static_init
 from kairos.factory.kairosify import PKG_DIR, kairosify
 from kairos.factory.release import Release
 from kairos.run import require, run
-from kairos.safefs import resolve_in_root
+from kairos.safefs import rename_exchange, resolve_in_root
 from kairos.ui import step
 
 log = logging.getLogger("kairos.factory")
@@ -290,7 +288,7 @@ def swap_in(new: Path, out: Path) -> None:
     if not os.path.lexists(out):
         new.rename(out)
         return
-    if _exchange(new, out):  # `new` now holds the old output
+    if rename_exchange(new, out):  # `new` now holds the old output
         remove_tree(new)
         return
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -301,25 +299,6 @@ def swap_in(new: Path, out: Path) -> None:
         old.rename(out)
         raise
     remove_tree(old)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """renameat2(RENAME_EXCHANGE): swap two paths atomically; False where unsupported."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
-    if fn is None:
-        return False
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def _clean_stale_outputs(out: Path) -> None:

@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -193,6 +193,9 @@ class RegistryClient:
         self.retries = retries
         self.environ = environ
         self.progress = progress
+        # Called as on_chunk(digest, bytes_so_far, size) while a blob streams in (the
+        # upgrade's phase markers hang on it).
+        self.on_chunk: Callable[[str, int, int], None] | None = None
         self.tokens = TokenCache()
         # Bytes received over the network, per blob digest, over this client's life.
         self.downloaded: dict[str, int] = {}
@@ -422,6 +425,8 @@ class RegistryClient:
             got += len(chunk)
             if show:
                 progress.advance(len(chunk))
+            if self.on_chunk is not None:
+                self.on_chunk(desc.digest, have + got, desc.size)
             if len(chunk) == room:
                 break
         if expected is not None and got < expected and have + got < desc.size:
@@ -613,6 +618,126 @@ class RegistryClient:
             raise _connect_error(host, exc) from exc
         log.debug("%s %s -> %d", method, url, resp.status)
         return _Response(conn, resp, url)
+
+    # -- signatures: small reads and pushes (kairos.oci.signature) --------------
+
+    def get_manifest_raw(self, ref: Reference, reference: str) -> tuple[bytes, str, str] | None:
+        """The manifest at `reference` (a tag or digest) of `ref`'s repository as stored: raw
+        bytes, media type, digest (checked against a digest reference or the registry's
+        Docker-Content-Digest). None when the registry has no such manifest."""
+        url = self._url(ref.registry, f"/v2/{ref.repository}/manifests/{reference}")
+        resp = self._request(ref, "GET", url, {"Accept": ACCEPT})
+        try:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                self._fail(resp, ref, "the manifest")
+            raw = resp.read_small(f"the manifest {reference} of {ref.name}")
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.close()
+        digest = sha256_digest(raw)
+        expected = reference if is_digest(reference) else header_digest
+        if expected and is_digest(expected) and digest != expected:
+            raise BadInput(f"manifest {reference} of {ref.name} from {ref.registry} does not "
+                           "match its digest", HINT_CORRUPT)
+        return raw, media_type, digest
+
+    def get_blob_bytes(self, ref: Reference, desc: Descriptor,
+                       limit: int = MAX_JSON_BYTES) -> bytes:
+        """A small blob in memory, checked against the descriptor's size and digest."""
+        if desc.size > limit:
+            raise BadInput(f"blob {desc.digest[:19]} of {ref.name} is too large "
+                           f"({desc.size} bytes, at most {limit})", "check the reference")
+        url = self._url(ref.registry, f"/v2/{ref.repository}/blobs/{desc.digest}")
+        resp = self._request(ref, "GET", url, {"Accept": "*/*"})
+        try:
+            if resp.status == 404:
+                raise BadInput(f"blob {desc.digest} is missing from {ref.name}",
+                               "the artifact in the registry is incomplete; push it again")
+            if resp.status != 200:
+                self._fail(resp, ref, f"blob {desc.digest[:19]}")
+            data = resp.read(desc.size + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise KairosError(f"download of blob {desc.digest[:19]} from {ref.registry} "
+                              f"failed ({exc})", "check the network and run again") from None
+        finally:
+            resp.close()
+        if len(data) != desc.size or sha256_digest(data) != desc.digest:
+            raise BadInput(f"blob {desc.digest} from {ref.registry} does not match its digest",
+                           HINT_CORRUPT)
+        return data
+
+    def push_blob(self, ref: Reference, data: bytes) -> str:
+        """Upload `data` to `ref`'s repository (a monolithic upload: POST, then PUT ?digest=),
+        unless the registry has it already; returns its digest."""
+        digest = sha256_digest(data)
+        blob_url = self._url(ref.registry, f"/v2/{ref.repository}/blobs/{digest}")
+        resp = self._push_request(ref, "HEAD", blob_url, {})
+        resp.close()
+        if resp.status == 200:
+            return digest
+        start = self._url(ref.registry, f"/v2/{ref.repository}/blobs/uploads/")
+        resp = self._push_request(ref, "POST", start, {})
+        try:
+            if resp.status != 202 or not resp.headers.get("Location"):
+                self._push_fail(resp, ref, "the blob upload")
+            location = urllib.parse.urljoin(resp.url, resp.headers["Location"])
+        finally:
+            resp.close()
+        sep = "&" if urllib.parse.urlsplit(location).query else "?"
+        put = f"{location}{sep}{urllib.parse.urlencode({'digest': digest})}"
+        resp = self._push_request(ref, "PUT", put, {"Content-Type": "application/octet-stream"},
+                                  data)
+        try:
+            if resp.status not in (201, 204):
+                self._push_fail(resp, ref, f"the upload of blob {digest[:19]}")
+        finally:
+            resp.close()
+        return digest
+
+    def push_manifest(self, ref: Reference, tag: str, raw: bytes, media_type: str) -> str:
+        """PUT `raw` as the manifest tagged `tag` in `ref`'s repository; returns its digest."""
+        digest = sha256_digest(raw)
+        url = self._url(ref.registry, f"/v2/{ref.repository}/manifests/{tag}")
+        resp = self._push_request(ref, "PUT", url, {"Content-Type": media_type}, raw)
+        try:
+            if resp.status not in (200, 201):
+                self._push_fail(resp, ref, f"the manifest {tag}")
+            answered = resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.close()
+        if answered and is_digest(answered) and answered != digest:
+            raise KairosError(f"{ref.registry} stored manifest {tag} as {answered[:19]}, not "
+                              f"{digest[:19]}", "the registry rewrote the manifest; report it")
+        return digest
+
+    def _push_request(self, ref: Reference, method: str, url: str, headers: dict[str, str],
+                      body: bytes | None = None) -> _Response:
+        """Like _request, with a token scoped for pull and push."""
+        scope = f"repository:{ref.repository}:pull,push"
+        for attempt in range(2):
+            auth = self._authorization(ref.registry, scope, renew=attempt > 0)
+            resp = self._follow(method, url, {**headers, **auth}, ref.registry, body)
+            if resp.status != 401:
+                return resp
+            challenges = parse_challenges(resp.headers.get("WWW-Authenticate") or "")
+            resp.close()
+            if challenges:
+                self._challenge[ref.registry] = _best_challenge(challenges, ref.registry)
+        file, _ = auth_file_path(self.auth_file, self.environ)
+        raise BadInput(f"registry {ref.registry} refused to let us push to {ref.repository}",
+                       f"add credentials that may push to auths.\"{ref.registry}\" in {file}, "
+                       "or pass --auth-file")
+
+    def _push_fail(self, resp: _Response, ref: Reference, what: str) -> NoReturn:
+        if resp.status == 403:
+            detail = _error_detail(resp.read(65536))
+            tail = f": {detail}" if detail else ""
+            raise BadInput(f"{ref.registry} denied pushing to {ref.repository}{tail}",
+                           "check that your credentials may push to this repository")
+        self._fail(resp, ref, what)
 
 
 # ---------------------------------------------------------------------------- layout
