@@ -11,6 +11,7 @@ the next boot's users step must refuse it (a recorded failure), not write the ke
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def test_root_is_read_only_and_etc_var_are_overlays(vm: VM) -> None:
     assert "rw" in vm.ssh("findmnt -no OPTIONS /oem").stdout.split(",")
     assert "ro" in vm.ssh("findmnt -no OPTIONS /run/initramfs/cos-state").stdout.split(",")
     assert vm.ssh("test -e /run/cos/active_mode", check=False).returncode == 0
+    assert re.search(r"\bkairos\.boot_id=[0-9a-f]{32}\b", vm.ssh("cat /proc/cmdline").stdout)
     assert vm.ssh("findmnt -no FSTYPE /tmp").stdout.strip() == "tmpfs"
     vm.ssh("touch /tmp/kairos-probe")
 

@@ -26,6 +26,12 @@ ENV_VARS = (
     "extra_cmdline", "extra_active_cmdline", "extra_passive_cmdline", "extra_recovery_cmdline",
 )
 
+# Set by sourcing the image's /boot/kairos-boot.cfg (artifacts/bootid.py), passed to the
+# initrd as kairos.boot_id= so it can tell which file the kernel was loaded from.
+BOOT_CFG = "boot/kairos-boot.cfg"
+BOOT_ID_VAR = "kairos_boot_id"
+BOOT_ARG_VAR = "kairos_boot_arg"
+
 COMMON_CMDLINE = ("console=tty1 console=ttyS0,115200 panic=5 rd.emergency=reboot "
                   "rd.cos.oemlabel=COS_OEM net.ifnames=1")
 
@@ -116,14 +122,24 @@ def render_early_cfg(state_label: str = STATE_LABEL, serial_unit: int = 0,
 
 def _entry(entry: MenuEntry) -> str:
     extra = " ".join(f"${{{v}}}" for v in ("extra_cmdline", *entry.extra_vars))
+    # The boot id comes before the extras: the initrd takes the last one, so grubenv can
+    # override it (an empty `kairos.boot_id=` there turns the initrd's check off).
     args = (f"root=LABEL={entry.root_label} cos-img/filename={entry.image} {COMMON_CMDLINE}"
-            + (f" {entry.extra_args}" if entry.extra_args else "") + f" {extra}")
+            + (f" {entry.extra_args}" if entry.extra_args else "")
+            + f" ${{{BOOT_ARG_VAR}}} {extra}")
     return (
         f'menuentry "${{display_name}}{entry.title_suffix}" --id {entry.id} {{\n'
         f'  echo "kairos-grub: booting {entry.id} ({entry.image})"\n'
         # A failed entry leaves its loop0 behind; a fallback entry must not boot from it.
         "  if [ -d \"(loop0)/\" ]; then loopback -d loop0; fi\n"
         f'  loopback loop0 "(${entry.fs_var}){entry.image}"\n'
+        # The id of the kernel and initrd read from this very loop device (artifacts/bootid):
+        # `source` runs in the entry's own scope, so the variable is set right here.
+        f"  set {BOOT_ID_VAR}=\n"
+        f'  if [ -f "(loop0)/{BOOT_CFG}" ]; then source "(loop0)/{BOOT_CFG}"; fi\n'
+        f"  set {BOOT_ARG_VAR}=\n"
+        f'  if [ -n "${{{BOOT_ID_VAR}}}" ]; then '
+        f'set {BOOT_ARG_VAR}="kairos.boot_id=${{{BOOT_ID_VAR}}}"; fi\n'
         f"  linux (loop0)/boot/vmlinuz {args}\n"
         "  initrd (loop0)/boot/initrd\n"
         "}\n"

@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 
 from kairos.early.apply import apply_plan, ensure_machine_id, find_label, is_mounted, mount
-from kairos.early.plan import BootParams, make_plan, parse_cmdline, parse_env
+from kairos.early.plan import (
+    BOOTED_IMAGE,
+    BootParams,
+    booted_params,
+    make_plan,
+    parse_cmdline,
+    parse_env,
+)
 from kairos.early.stage import run_and_record
 
 log = logging.getLogger("kairos.early")
@@ -77,6 +84,20 @@ def _mount_oem(params: BootParams) -> bool:
     return mount(dev, "/oem", options="rw")
 
 
+def booted_mode(params: BootParams, record: str = BOOTED_IMAGE) -> BootParams:
+    """The boot mode of the image the initrd mounted, which differs from the command line's
+    after a boot id mismatch (the initrd said so on the console)."""
+    try:
+        booted = Path(record).read_text()
+    except OSError:
+        return params
+    found = booted_params(params, booted)
+    if found != params:
+        log.warning("the initrd booted %s, not %s (boot id mismatch): this is a %s boot",
+                    found.image, params.image, found.mode)
+    return found
+
+
 def boot() -> dict[str, object]:
     timeline: dict[str, object] = {}
     t0 = time.monotonic()
@@ -88,10 +109,11 @@ def boot() -> dict[str, object]:
     _api_mounts()
     kmsg("started")
     _setup_logging()
-    params = parse_cmdline(Path("/proc/cmdline").read_text())
+    params = booted_mode(parse_cmdline(Path("/proc/cmdline").read_text()))
     os.makedirs("/run/cos", exist_ok=True)
     Path(f"/run/cos/{params.mode}_mode").touch()
     timeline["mode"] = params.mode
+    timeline["image"] = params.image
     mark("api-mounts")
     oem = _mount_oem(params)
     timeline["oem"] = oem

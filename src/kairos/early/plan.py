@@ -4,6 +4,7 @@ layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 
 from kairos.envfile import parse_env as parse_env  # re-exported for early/main.py
@@ -25,6 +26,15 @@ DEFAULT_VOLUMES = (("LABEL=COS_PERSISTENT", "/usr/local"),)
 DEFAULT_OVERLAY = "tmpfs:25%"
 STATE_TARGET = "/usr/local/.state"
 MODES = ("active", "passive", "recovery", "autoreset", "live", "unknown")
+# Where the initrd records the slot image it mounted (cos-img/filename unless the kernel's
+# kairos.boot_id said the kernel came from another file: initrd-init.sh, mount_slot).
+BOOTED_IMAGE = "/run/cos/booted-image"
+# The mode of each slot file on COS_STATE. transition.img is mounted only when the initrd
+# found that GRUB loaded the kernel from the file now named so (a flip interrupted between
+# a rename's journal commit and its checkpoint): not the active image, and a complete one
+# with a persistent state like any slot, so it boots as passive.
+SLOT_MODES = {"/cOS/active.img": "active", "/cOS/passive.img": "passive",
+              "/cOS/transition.img": "passive"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,20 @@ def parse_cmdline(text: str) -> BootParams:
             init = value
     return BootParams(_mode_for(label, set(tokens)), image, overlay, tuple(mounts), debugrw,
                       oem_label, oem_timeout, init)
+
+
+def booted_params(params: BootParams, booted_image: str) -> BootParams:
+    """`params` for the image the initrd actually mounted (the content of BOOTED_IMAGE).
+
+    The mode follows the file mounted, not the label GRUB's entry put on the command line:
+    `passive.img` booted from the `cos` entry is a passive boot. Anything else (no record,
+    the image the command line names, a recovery boot, an unknown file) leaves `params` as
+    they are."""
+    booted = booted_image.strip()
+    mode = SLOT_MODES.get(booted)
+    if mode is None or booted == params.image or params.mode not in ("active", "passive"):
+        return params
+    return dataclasses.replace(params, mode=mode, image=booted)
 
 
 @dataclass(frozen=True)

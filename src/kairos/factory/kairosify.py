@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import kairos
+from kairos.artifacts.bootid import write_boot_cfg
 from kairos.artifacts.initrd import build_initrd, kernel_version
 from kairos.errors import KairosError
 from kairos.factory import treefs
@@ -117,7 +118,9 @@ def write_release(root: Path, release: Release) -> None:
 
 
 def install_boot(root: Path, mtime: int) -> None:
-    """Our initrd and stable kernel/initrd names inside the image (GRUB boots them from it)."""
+    """Our initrd and stable kernel/initrd names inside the image (GRUB boots them from it),
+    and /boot/kairos-boot.cfg naming them (artifacts/bootid.py: the initrd boots the slot
+    file whose boot files the kernel came from)."""
     kver = kernel_version(root)
     for old in treefs.glob(root, "boot/initrd.img-*"):
         old.unlink()
@@ -132,6 +135,8 @@ def install_boot(root: Path, mtime: int) -> None:
     for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
         if treefs.inside(root, link, follow_last=False).is_symlink():
             treefs.remove(root, link)
+    # Always rewritten: a base made from an earlier image carries that image's id.
+    write_boot_cfg(root)
 
 
 def _shadow_day(root: Path, rel: str, day: int) -> None:

@@ -45,12 +45,33 @@ def test_entries_and_their_kernel_arguments() -> None:
         linux = next(line for line in body.splitlines() if "linux " in line).split()
         assert linux[:4] == ["linux", "(loop0)/boot/vmlinuz", root, f"cos-img/filename={image}"]
         assert " ".join(linux[4:4 + len(COMMON.split())]) == COMMON
-        assert linux[-2:] == ["${extra_cmdline}", f"${{{extra}}}"]
+        assert linux[-3:] == ["${kairos_boot_arg}", "${extra_cmdline}", f"${{{extra}}}"]
         assert "initrd (loop0)/boot/initrd" in body
         # A stale loop0 from a failed entry is dropped before the next one uses the name.
         assert body.index("loopback -d loop0") < body.index("loopback loop0")
     assert "kairos.reset" in found["statereset"]
     assert "kairos.reset" not in found["recovery"]
+
+
+def test_entries_pass_the_boot_id_of_the_image_they_loaded() -> None:
+    """kairos.boot_id= comes from the image on loop0, the same loop device the kernel and
+    initrd are loaded from, and only when that image states one."""
+    for entry_id, body in entries(render_grub_cfg()).items():
+        lines = [line.strip() for line in body.splitlines()]
+        loop = next(i for i, line in enumerate(lines) if line.startswith("loopback loop0 "))
+        linux = next(i for i, line in enumerate(lines) if line.startswith("linux "))
+        assert lines[loop + 1:linux] == [
+            "set kairos_boot_id=",
+            'if [ -f "(loop0)/boot/kairos-boot.cfg" ]; then '
+            'source "(loop0)/boot/kairos-boot.cfg"; fi',
+            "set kairos_boot_arg=",
+            'if [ -n "${kairos_boot_id}" ]; then '
+            'set kairos_boot_arg="kairos.boot_id=${kairos_boot_id}"; fi',
+        ], entry_id
+        # before the grubenv extras: the initrd takes the last one, so they can override it
+        assert lines[linux].split().index("${kairos_boot_arg}") \
+            < lines[linux].split().index("${extra_cmdline}")
+        assert "kairos.boot_id=" not in lines[linux]  # never an empty one
 
 
 def test_selection_one_shot_then_saved_then_cos() -> None:

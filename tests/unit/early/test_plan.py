@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from kairos.early.plan import (
     DEFAULT_PERSISTENT_PATHS,
+    booted_params,
     dashed,
     make_plan,
     parse_cmdline,
@@ -79,3 +82,32 @@ def test_overlay_never_hides_a_volume() -> None:
 
 def test_dashed() -> None:
     assert dashed("/var/lib/rancher") == "var-lib-rancher"
+
+
+def test_mode_follows_the_image_the_initrd_mounted() -> None:
+    """After a boot id mismatch the initrd mounts another slot file than the command line
+    names (/run/cos/booted-image): the mode is that file's."""
+    active = parse_cmdline(ACTIVE)
+    passive = parse_cmdline("root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img")
+    swapped = booted_params(active, "/cOS/passive.img\n")
+    assert (swapped.mode, swapped.image) == ("passive", "/cOS/passive.img")
+    assert swapped.overlay == active.overlay and swapped.init == active.init
+    assert booted_params(passive, "/cOS/active.img\n").mode == "active"
+    moved = booted_params(passive, "/cOS/transition.img\n")
+    assert (moved.mode, moved.image) == ("passive", "/cOS/transition.img")
+    # the image the command line names, no record, or a file we do not know: as it was
+    for record in ("/cOS/active.img\n", "", "/cOS/other.img\n", "garbage"):
+        assert booted_params(active, record) == active
+    recovery = parse_cmdline("root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.squashfs")
+    assert booted_params(recovery, "/cOS/active.img\n") == recovery
+    assert make_plan(swapped, {}).binds == make_plan(active, {}).binds
+
+
+def test_early_init_reads_the_initrd_record(tmp_path: Path) -> None:
+    from kairos.early.main import booted_mode
+
+    record = tmp_path / "booted-image"
+    active = parse_cmdline(ACTIVE)
+    assert booted_mode(active, str(record)) == active  # an older initrd writes none
+    record.write_text("/cOS/passive.img\n")
+    assert booted_mode(active, str(record)).mode == "passive"

@@ -121,6 +121,8 @@ def test_kairosify_never_writes_through_links_out_of_the_tree(
     assert (inner / "etc/shadow").read_text() == f"root:*:{1_700_000_000 // 86400}:0:99999:7:::\n"
     assert (inner / "boot/initrd").stat().st_size > 0
     assert (inner / "boot/vmlinuz").read_text() == "kernel\n"
+    boot_id = hashlib.sha256(b"kernel\n" + (inner / "boot/initrd").read_bytes()).hexdigest()
+    assert (inner / "boot/kairos-boot.cfg").read_text() == f"set kairos_boot_id={boot_id[:32]}\n"
     assert not (inner / "boot/initrd.img-old").exists()
     assert (inner / "python/python/kairos/cli/__init__.py").is_file()  # the agent, inside
     wrapper = root / "usr/bin/kairos"  # a link leading nowhere inside: replaced by our file

@@ -2,13 +2,81 @@
 # kairos initrd: find the slot image, mount it read-only, switch_root into its early-init.
 # Kernel command line (Kairos names): root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY
 # cos-img/filename=/cOS/<image>, rd.immucore.debugrw (rd.cos.debugrw), rd.immucore.sysrootwait=S,
-# rd.shell=1 (a shell instead of a reboot on failure).
+# rd.shell=1 (a shell instead of a reboot on failure), kairos.boot_id=<id> (which boot files
+# GRUB loaded: see mount_slot).
+
+say() { echo "kairos-initrd: $*" > /dev/console; }
+
+# boot_id_of DIR: the id DIR/boot/kairos-boot.cfg states (one line `set kairos_boot_id=<id>`,
+# written by the factory), empty when there is none.
+boot_id_of() {
+    [ -f "$1/boot/kairos-boot.cfg" ] || return 0
+    sed -n 's/^set kairos_boot_id=\([0-9a-f]*\)$/\1/p' "$1/boot/kairos-boot.cfg"
+}
+
+# mount_slot STATE IMG WANT TARGET: mount slot image STATE/IMG read-only on TARGET and set
+# $booted to the image mounted. GRUB reads COS_STATE without replaying its journal and the
+# kernel replays it: after a power cut in the middle of an upgrade's renames, GRUB may have
+# loaded this kernel and initrd from the file IMG named before a rename, while the mount
+# here sees the file it names after. WANT (kairos.boot_id) is the id of the boot files GRUB
+# loaded: when IMG's differs, the slot file on the same partition whose id is WANT is
+# mounted instead (fixed order), or IMG anyway, with a warning, when none has it.
+# One console line tells a mismatch: "kairos-initrd: boot id mismatch: ... booting <image>".
+mount_slot() {
+    _st="$1"; _img="$2"; _want="$3"; _to="$4"; booted=""; _got="no such file"
+    if [ -f "$_st$_img" ]; then
+        mount -t squashfs -o loop,ro "$_st$_img" "$_to" || return 1
+        booted="$_img"
+        [ -n "$_want" ] || return 0
+        _got=$(boot_id_of "$_to")
+        [ "$_got" = "$_want" ] && return 0
+        _got="${_got:-no id}"
+    fi
+    case "$_img" in
+        /cOS/active.img|/cOS/passive.img|/cOS/transition.img)
+            _others="/cOS/active.img /cOS/passive.img /cOS/transition.img" ;;
+        # COS_RECOVERY: an upgrade exchanges transition.squashfs and recovery.squashfs
+        /cOS/recovery.squashfs|/cOS/transition.squashfs)
+            _others="/cOS/recovery.squashfs /cOS/transition.squashfs" ;;
+        *) _others="" ;;
+    esac
+    if [ -z "$_want" ] || { [ -n "$booted" ] && [ -z "$_others" ]; }; then
+        # nothing to compare, or nothing else to try
+        [ -n "$booted" ] || return 1
+        say "boot id mismatch: $_img has $_got, the kernel came with $_want; no other" \
+            "image to try: booting $_img"
+        return 0
+    fi
+    if [ -n "$booted" ]; then
+        umount "$_to" || { say "boot id mismatch: cannot unmount $_img: booting $_img"; return 0; }
+        booted=""
+    fi
+    for _c in $_others; do
+        [ "$_c" = "$_img" ] && continue
+        [ -f "$_st$_c" ] || continue
+        mount -t squashfs -o loop,ro "$_st$_c" "$_to" 2>/dev/null || continue
+        if [ "$(boot_id_of "$_to")" = "$_want" ]; then
+            booted="$_c"
+            say "boot id mismatch: $_img has $_got, the kernel came with $_want from $_c:" \
+                "booting $_c"
+            return 0
+        fi
+        umount "$_to" || return 1
+    done
+    [ -f "$_st$_img" ] || return 1
+    say "boot id mismatch: $_img has $_got, the kernel came with $_want and no image here" \
+        "has it: warning: booting $_img anyway"
+    mount -t squashfs -o loop,ro "$_st$_img" "$_to" || return 1
+    booted="$_img"
+}
+
+# Sourced with KAIROS_INITRD_LIB=1 (tests): the functions above, nothing else.
+[ -n "$KAIROS_INITRD_LIB" ] && return 0
+
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-
-say() { echo "kairos-initrd: $*" > /dev/console; }
 
 fail() {
     say "error: $*"
@@ -21,7 +89,7 @@ fail() {
     reboot -f
 }
 
-label=""; img=""; debugrw=0; wait_s=60; shell=0; init=/usr/lib/kairos/early-init
+label=""; img=""; want=""; debugrw=0; wait_s=60; shell=0; init=/usr/lib/kairos/early-init
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         root=LABEL=*) label="${arg#root=LABEL=}" ;;
@@ -30,6 +98,7 @@ for arg in $(cat /proc/cmdline); do
         rd.immucore.sysrootwait=*) wait_s="${arg#rd.immucore.sysrootwait=}" ;;
         rd.shell=1|rd.shell) shell=1 ;;
         kairos.init=*) init="${arg#kairos.init=}" ;;
+        kairos.boot_id=*) want="${arg#kairos.boot_id=}" ;;
     esac
 done
 
@@ -56,23 +125,25 @@ done
 [ -n "$dev" ] || fail "no partition labelled $part after ${wait_s}s"
 
 mount -t ext4 -o ro "$dev" /state || fail "cannot mount $dev ($part)"
-[ -f "/state$img" ] || fail "slot image $img not found on $part"
 if [ "$debugrw" = 1 ]; then
     # Writable root for debugging: a tmpfs overlay over the slot; changes vanish at reboot.
-    mount -t squashfs -o loop,ro "/state$img" /lower || fail "cannot mount $img"
+    mount_slot /state "$img" "$want" /lower || fail "cannot mount $img from $part"
     mount -t tmpfs -o mode=755 tmpfs /rw
     mkdir -p /rw/upper /rw/work
     mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /sysroot \
         || fail "cannot mount the debug overlay"
 else
-    mount -t squashfs -o loop,ro "/state$img" /sysroot || fail "cannot mount $img"
+    mount_slot /state "$img" "$want" /sysroot || fail "cannot mount $img from $part"
 fi
-[ -x "/sysroot$init" ] || fail "$img has no $init"
+[ -x "/sysroot$init" ] || fail "$booted has no $init"
 
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /sysroot/run
 mkdir -p /sysroot/run/initramfs/cos-state /sysroot/run/cos
 mount --move /state /sysroot/run/initramfs/cos-state
 echo "$dev" > /sysroot/run/cos/state-device
+# What was mounted, which may not be what the command line named (mount_slot): early-init
+# takes the boot mode from it.
+echo "$booted" > /sysroot/run/cos/booted-image
 mount --move /dev /sysroot/dev
 mount --move /sys /sysroot/sys
 mount --move /proc /sysroot/proc
