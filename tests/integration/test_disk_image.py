@@ -8,8 +8,11 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kairos.agent import install as install_mod
+from kairos.agent.state import PartitionState, detect_images
+from kairos.artifacts.rootfs import sha256_file
 from kairos.boot import grubenv
 from kairos.boot.grubcfg import GrubCfgOptions, render_grub_cfg
 from kairos.boot.grubinstall import boot_img_path, patch_boot_img
@@ -31,12 +34,19 @@ from tests.integration.test_disk_helpers import (
 pytestmark = pytest.mark.integration
 
 CLOUD_CONFIG = "#cloud-config\nhostname: edge-1\nusers:\n- name: kairos\n"
+OCI_DIGEST = "sha256:" + "d" * 64
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base = tmp_path_factory.mktemp("disk")
     image_dir = make_image_dir(base)
+    # What `kairos build` leaves beside the slot: the install's records come from them.
+    slot = image_dir / "rootfs.squashfs"
+    (image_dir / "build.json").write_text(json.dumps({
+        "rootfs": "/build/out/rootfs.squashfs", "rootfs_sha256": sha256_file(slot),
+        "rootfs_size": slot.stat().st_size, "oci_digest": OCI_DIGEST}))
+    (image_dir / "kairos-release").write_text('KAIROS_VERSION="v1.2.3"\nKAIROS_ARCH="amd64"\n')
     cc = base / "cc.yaml"
     cc.write_text(CLOUD_CONFIG)
     out = base / "out" / "disk.raw"
@@ -104,6 +114,43 @@ def test_recovery_has_the_recovery_image(built: dict, tmp_path: Path) -> None:
     recovery: FsTarget = built["fs"]["recovery"]
     want = (built["image_dir"] / "recovery.squashfs").read_bytes()
     assert dump(recovery, "/cOS/recovery.squashfs", tmp_path / "r") == want
+
+
+def test_slot_records_are_written(built: dict, tmp_path: Path) -> None:
+    """state.yaml on COS_STATE (active, passive) and COS_RECOVERY (recovery), in Kairos's
+    shape, each record with the inode of the file it describes."""
+    image_dir: Path = built["image_dir"]
+    state: FsTarget = built["fs"]["state"]
+    doc = yaml.safe_load(dump(state, "/state.yaml", tmp_path / "s.yaml"))
+    assert list(doc) == ["date", "state"] and doc["state"]["label"] == "COS_STATE"
+    slot_sha = sha256_file(image_dir / "rootfs.squashfs")
+    for role, label in (("active", "COS_ACTIVE"), ("passive", "COS_PASSIVE")):
+        entry = doc["state"][role]
+        assert entry["source"] == f"file:{(image_dir / 'rootfs.squashfs').resolve()}"
+        assert entry["source-metadata"] == {"digest": OCI_DIGEST}
+        assert (entry["label"], entry["fs"], entry["version"], entry["arch"]) == (
+            label, "squashfs", "v1.2.3", "amd64")
+        assert entry["sha256"] == slot_sha
+        fields = stat_fields(state, f"/cOS/{role}.img")
+        assert (entry["inode"], entry["size"]) == (int(fields["ino"]), int(fields["size"]))
+    assert stat_fields(state, "/state.yaml")["uid"] == "0"
+
+    recovery: FsTarget = built["fs"]["recovery"]
+    doc = yaml.safe_load(dump(recovery, "/state.yaml", tmp_path / "r.yaml"))
+    assert list(doc) == ["date", "recovery"] and doc["recovery"]["label"] == "COS_RECOVERY"
+    entry = doc["recovery"]["recovery"]
+    assert entry["label"] == "COS_SYSTEM" and "source-metadata" not in entry
+    assert entry["sha256"] == sha256_file(image_dir / "recovery.squashfs")
+    assert entry["inode"] == int(stat_fields(recovery, "/cOS/recovery.squashfs")["ino"])
+
+    # What `kairos state` shows of the unmounted partitions (read with debugfs).
+    parts = {key: PartitionState(found=True, name=built["fs"][key].e2fs_spec)
+             for key in ("state", "recovery")}
+    images = detect_images(Path("/nonexistent"), parts, [], read_devices=True)
+    assert {k: (v.found, v.recorded, v.version, v.digest) for k, v in images.items()} == {
+        "active": (True, True, "v1.2.3", OCI_DIGEST),
+        "passive": (True, True, "v1.2.3", OCI_DIGEST),
+        "recovery": (True, True, "", "")}
 
 
 def test_oem_has_grubenv_and_the_cloud_config(built: dict, tmp_path: Path) -> None:

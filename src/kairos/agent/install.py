@@ -1,21 +1,26 @@
 """Install slot images onto a disk: an image file or a block device, the same path for both.
 
 `plan_install` checks everything it can (images, cloud-configs, GRUB env, disk size) before a
-single byte is written; `install` then writes the GPT, each filesystem with its content, and
-GRUB for BIOS and UEFI, and makes sure it all reached the disk before returning.
+single byte is written, and describes each slot image (the records of `state.yaml`);
+`install` then writes the GPT, each filesystem with its content and its records, and GRUB for
+BIOS and UEFI, and makes sure it all reached the disk before returning.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kairos.agent import slotstate
+from kairos.artifacts.rootfs import sha256_file
 from kairos.boot import grubenv
 from kairos.boot.grubcfg import GrubCfgOptions, render_grub_cfg
 from kairos.boot.grubinstall import build_core_img, build_efi_image, install_efi, write_bios_boot
@@ -31,7 +36,8 @@ from kairos.disk.filesystems import (
 from kairos.disk.gpt import KAIROS_DISK_GUID, write_gpt
 from kairos.disk.layout import SECTOR, DiskLayout, Partition, kairos_specs
 from kairos.disk.mounts import tempdir
-from kairos.errors import BadInput
+from kairos.envfile import parse_env
+from kairos.errors import BadInput, KairosError
 from kairos.run import require, run
 from kairos.ui import step
 
@@ -42,8 +48,10 @@ TOOLS = ("sgdisk", "mkfs.ext4", "debugfs", "mkfs.vfat", "mmd", "mcopy", "grub-mk
 # Compression ids in the squashfs superblock that GRUB 2.06's squash4 can read.
 GRUB_SQUASHFS_COMPRESSION = {1: "gzip", 3: "lzo", 4: "xz"}
 SQUASHFS_COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
-
-
+# The slot image files of each partition install writes, by role; each partition gets a
+# state.yaml with their records (slotstate).
+SLOT_FILES = {"state": {"active": "/cOS/active.img", "passive": "/cOS/passive.img"},
+              "recovery": {"recovery": "/cOS/recovery.squashfs"}}
 
 
 def validate_cloud_config(path: Path) -> None:
@@ -90,6 +98,49 @@ def check_slot_image(path: Path, what: str) -> int:
     return path.stat().st_size
 
 
+def _build_info(image: Path, size: int) -> dict[str, Any]:
+    """build.json of the `kairos build` that made `image` (beside it, naming a rootfs of the
+    same name and size); {} when there is none or it describes another file."""
+    try:
+        info = json.loads((image.parent / "build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if (not isinstance(info, dict) or PurePosixPath(str(info.get("rootfs") or "")).name
+            != image.name or info.get("rootfs_size") != size):
+        return {}
+    return info
+
+
+def _release_of(image: Path, build: Mapping[str, Any]) -> dict[str, str]:
+    """/etc/kairos-release of the slot image: the one inside it, else the copy `kairos
+    build` leaves beside it (only when build.json says it made this image)."""
+    res = run(["unsquashfs", "-cat", str(image), "etc/kairos-release"], check=False)
+    if res.returncode == 0 and res.stdout.strip():
+        return parse_env(res.stdout)
+    if build:
+        try:
+            return parse_env((image.parent / "kairos-release").read_text())
+        except OSError:
+            pass
+    log.warning("%s has no /etc/kairos-release: its record has no version", image)
+    return {}
+
+
+def image_record(image: Path) -> slotstate.ImageRecord:
+    """The record of a slot image file as install writes it: source `file:PATH`, the OCI
+    digest and sha256 from build.json when it describes this file (else sha256 computed),
+    version and arch from its kairos-release. The inode is filled in once it is written."""
+    size = image.stat().st_size
+    build = _build_info(image, size)
+    sha = str(build.get("rootfs_sha256") or "") or sha256_file(image)
+    release = _release_of(image, build)
+    return slotstate.ImageRecord(
+        source=f"file:{image.resolve()}", digest=str(build.get("oci_digest") or ""),
+        sha256=sha, size=size,
+        version=release.get("KAIROS_VERSION") or release.get("VERSION", ""),
+        arch=release.get("KAIROS_ARCH", ""), date=slotstate.now())
+
+
 @dataclass(frozen=True)
 class InstallPlan:
     """Everything `install` writes, decided and checked up front."""
@@ -101,6 +152,8 @@ class InstallPlan:
     grub_env: dict[str, str] = field(hash=False)
     grub_cfg: str
     disk_guid: str = KAIROS_DISK_GUID
+    # role (active, passive, recovery) → its record (without inode: known once written)
+    records: dict[str, slotstate.ImageRecord] = field(default_factory=dict, hash=False)
 
     def summary(self) -> dict[str, object]:
         """Plain values for --json output."""
@@ -110,6 +163,7 @@ class InstallPlan:
             "recovery_image": str(self.recovery_image),
             "cloud_configs": [str(p) for p in self.cloud_configs],
             "grub_env": dict(self.grub_env),
+            "images": {role: dataclasses.asdict(rec) for role, rec in self.records.items()},
             "partitions": [
                 {"number": p.number, "name": p.name, "label": p.spec.label, "fs": p.spec.fs,
                  "start": p.offset, "size": p.size}
@@ -141,8 +195,11 @@ def plan_install(
     env = {str(k): "" if v is None else str(v) for k, v in grub_options.items()}
     grubenv.encode(env)  # overflow or a bad name fails here, not halfway through
     layout = DiskLayout.compute(kairos_specs(slot_size, recovery_size), disk_size)
+    slot_record = image_record(slot_image)
+    records = {"active": slot_record, "passive": slot_record,
+               "recovery": slot_record if recovery == slot_image else image_record(recovery)}
     return InstallPlan(layout, slot_image, recovery, tuple(cloud_configs), env,
-                       render_grub_cfg(cfg_options))
+                       render_grub_cfg(cfg_options), records=records)
 
 
 def _stage_oem(plan: InstallPlan, root: Path) -> None:
@@ -214,6 +271,31 @@ def _write_filesystems(plan: InstallPlan, fs: dict[str, FsTarget], work: Path) -
             if name in staged:
                 chown_root(fs[name], staged[name])
             add_large_files(fs[name], large.get(name, []))
+            if name in SLOT_FILES and plan.records:
+                _write_records(plan, fs[name], part.spec.label, SLOT_FILES[name], work)
+
+
+def _write_records(plan: InstallPlan, target: FsTarget, label: str, files: Mapping[str, str],
+                   work: Path) -> None:
+    """state.yaml at the filesystem's root: the record of each slot file just written, with
+    its inode (read back with debugfs), so `kairos state` and the upgrade know the files."""
+    listed: dict[str, dict[str, slotstate.Stat]] = {}
+    roles: dict[str, slotstate.ImageRecord] = {}
+    for role, dest in files.items():
+        path = PurePosixPath(dest)
+        parent = str(path.parent)
+        if parent not in listed:
+            out = run(["debugfs", "-R", f"ls -p {parent}", target.e2fs_spec]).stdout
+            listed[parent] = slotstate.parse_debugfs_ls(out)
+        rec = plan.records[role]
+        found = listed[parent].get(path.name)
+        if found is None or found[1] != rec.size:
+            raise KairosError(f"{dest} is not in the new {label} filesystem as written",
+                              "check free space and the source files")
+        roles[role] = dataclasses.replace(rec, inode=found[0])
+    text = work / f"{label}-{slotstate.STATE_FILE}"
+    text.write_text(slotstate.render(label, roles))
+    add_large_files(target, [LargeFile(text, f"/{slotstate.STATE_FILE}")])
 
 
 def _write_grub(plan: InstallPlan, target: Path, fs: dict[str, FsTarget], work: Path) -> None:

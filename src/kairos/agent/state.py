@@ -1,12 +1,16 @@
-"""`kairos state`: what a running device booted, from where, and which partitions it has.
+"""`kairos state`: what a running device booted, from where, which partitions it has, and
+what each slot image file holds.
 
-Field names follow `kairos-agent state` so scripts written for Kairos keep working. Every
-reader takes a `root` (and optionally the raw text it would read) so tests run on fixtures.
+Field names follow `kairos-agent state` so scripts written for Kairos keep working; `images`
+(ours: kairos-agent has no such key) shows the records of state.yaml (slotstate) for the
+active, passive and recovery files. Every reader takes a `root` (and optionally the raw text
+it would read) so tests run on fixtures.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,9 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kairos.agent import slotstate
 from kairos.envfile import parse_env
 from kairos.errors import BadInput
 from kairos.run import run
+
+log = logging.getLogger("kairos.state")
 
 ACTIVE, PASSIVE, RECOVERY = "active_boot", "passive_boot", "recovery_boot"
 LIVECD, AUTORESET, UNKNOWN = "livecd_boot", "autoreset_boot", "unknown"
@@ -36,6 +43,9 @@ SLOTS = {ACTIVE: "active", PASSIVE: "passive", RECOVERY: "recovery", AUTORESET: 
 LSBLK_COLUMNS = "NAME,PATH,LABEL,PARTLABEL,FSTYPE,SIZE,MOUNTPOINTS,UUID,PARTUUID,RO,MAJ:MIN"
 # Keys of /etc/kairos-release every report shows, even when the file lacks them.
 KAIROS_KEYS = ("version", "flavor", "flavor_release", "variant", "model", "arch")
+# The slot image files of each partition, by role (paths inside the partition).
+SLOT_FILES = {"state": {"active": "cOS/active.img", "passive": "cOS/passive.img"},
+              "recovery": {"recovery": "cOS/recovery.squashfs"}}
 
 
 @dataclass
@@ -51,6 +61,26 @@ class PartitionState:
     read_only: bool = False  # of the mount when mounted, else of the device
     uuid: str = ""  # partition UUID, as Kairos reports on Linux
     fs_uuid: str = ""
+
+
+@dataclass
+class SlotImage:
+    """One slot image file and what its record (state.yaml on its partition) says it holds."""
+
+    found: bool = False  # the file is there
+    recorded: bool = False  # a record matches the file (inode and size)
+    running: bool = False  # this boot's root filesystem is this file
+    partition: str = ""  # filesystem label of the partition holding it
+    file: str = ""  # its path inside that partition
+    label: str = ""  # COS_ACTIVE, COS_PASSIVE, COS_SYSTEM (Kairos's image labels)
+    fs: str = ""
+    source: str = ""  # oci:REF, file:PATH, dir:PATH, ocifile:PATH
+    digest: str = ""  # OCI manifest digest, "" when the source had none
+    sha256: str = ""  # of the file, when it was written
+    size: int = 0  # of the file as it is now
+    version: str = ""
+    arch: str = ""
+    date: str = ""  # when the file was written
 
 
 @dataclass
@@ -80,6 +110,8 @@ class SystemState:
     in_ram: bool = False
     # What each boot-time stage run of this boot did (from /run/kairos/stages/*.json).
     stages: dict[str, StageSummary] = field(default_factory=dict)
+    # The slot images (active, passive, recovery): what each file holds, from its record.
+    images: dict[str, SlotImage] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +152,13 @@ def boot_from_sentinels(root: Path) -> str:
 
 
 def detect_boot(root: Path, cmdline: str | None = None) -> str:
-    """Command line first (what `kairos-agent state` does); the sentinels when it says nothing."""
+    """Command line first (what `kairos-agent state` does); the sentinels when it says nothing
+    or when the initrd booted another slot file than the command line named (a boot id
+    mismatch after a power cut, /run/cos/booted-image): then early-init's sentinel is the truth."""
+    if (root / "run/cos/booted-image").exists():
+        sentinel = boot_from_sentinels(root)
+        if sentinel != UNKNOWN:
+            return sentinel
     if cmdline is None:
         cmdline = _read(root / "proc/cmdline")
     found = boot_from_cmdline(cmdline)
@@ -332,27 +370,114 @@ def detect_stages(root: Path) -> dict[str, StageSummary]:
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
+# -- slot images -------------------------------------------------------------------------
+
+
+def _under(root: Path, mount_point: str) -> Path:
+    return root / mount_point.lstrip("/")
+
+
+def _read_mounted(part_dir: Path, files: dict[str, str]
+                  ) -> tuple[dict[str, Any], dict[str, slotstate.Stat | None]]:
+    stats = {role: slotstate.file_stat(part_dir / rel) for role, rel in files.items()}
+    return slotstate.read_doc(part_dir), stats
+
+
+def _read_unmounted(device: str, files: dict[str, str]
+                    ) -> tuple[dict[str, Any], dict[str, slotstate.Stat | None]]:
+    """The state file and the slot files' (inode, size) of an ext4 filesystem that is not
+    mounted, read with debugfs: nothing is mounted and nothing written (a mount, even
+    read-only, could replay the journal, and would make a concurrent read-write mount of the
+    partition fail)."""
+    stats: dict[str, slotstate.Stat | None] = dict.fromkeys(files)
+    if shutil.which("debugfs") is None:
+        log.debug("debugfs is missing: the records on %s are not read", device)
+        return {}, stats
+    listed: dict[str, dict[str, slotstate.Stat]] = {}
+    for parent in sorted({str(Path("/", rel).parent) for rel in files.values()}):
+        res = run(["debugfs", "-R", f"ls -p {parent}", device], check=False)
+        if res.returncode != 0:
+            log.debug("cannot read %s with debugfs: %s", device, res.stderr.strip())
+            return {}, stats
+        listed[parent] = slotstate.parse_debugfs_ls(res.stdout)
+    for role, rel in files.items():
+        path = Path("/", rel)
+        stats[role] = listed.get(str(path.parent), {}).get(path.name)
+    res = run(["debugfs", "-R", f"cat /{slotstate.STATE_FILE}", device], check=False)
+    text = res.stdout if res.returncode == 0 else ""
+    return slotstate.parse(text, f"{device}:/{slotstate.STATE_FILE}"), stats
+
+
+def running_image(root: Path, mounts: list[Mount]) -> str:
+    """The file the root filesystem is a loop mount of (its current name: a rename shows),
+    "" when the root is not a loop device."""
+    top = [m for m in mounts if m.target == "/"]
+    if not top or not top[-1].source.startswith("/dev/loop"):
+        return ""
+    name = top[-1].source.removeprefix("/dev/")
+    backing = _read(root / "sys/block" / name / "loop/backing_file").strip()
+    return backing.removesuffix(" (deleted)")
+
+
+def detect_images(root: Path, parts: dict[str, PartitionState], mounts: list[Mount], *,
+                  read_devices: bool) -> dict[str, SlotImage]:
+    """active and passive from COS_STATE, recovery from COS_RECOVERY: each file's record
+    (slotstate: by inode and size, whatever role it was saved under). A partition that is
+    not mounted is read with debugfs when `read_devices` (the running device)."""
+    running = running_image(root, mounts)
+    images: dict[str, SlotImage] = {}
+    for key, files in SLOT_FILES.items():
+        part = parts[key]
+        doc: dict[str, Any] = {}
+        stats: dict[str, slotstate.Stat | None] = dict.fromkeys(files)
+        if part.mounted:
+            doc, stats = _read_mounted(_under(root, part.mount_point), files)
+        elif part.found and read_devices:
+            doc, stats = _read_unmounted(part.name, files)
+        records = slotstate.match(doc, stats)
+        for role, rel in files.items():
+            img = SlotImage(partition=PARTITION_LABELS[key], file=f"/{rel}",
+                            label=slotstate.ROLE_LABELS[role])
+            st, rec = stats.get(role), records.get(role)
+            if st is not None:
+                img.found, img.size = True, st[1]
+                img.running = bool(running) and part.mounted and running == os.path.join(
+                    part.mount_point, rel)
+            if rec is not None:
+                img.recorded = True
+                img.fs, img.source, img.digest, img.sha256 = rec.fs, rec.source, rec.digest, rec.sha256
+                img.version, img.arch, img.date = rec.version, rec.arch, rec.date
+            images[role] = img
+    return images
+
+
 # -- the whole report --------------------------------------------------------------------
 
 
 def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
-                 lsblk_json: str | None = None, mountinfo: str | None = None) -> SystemState:
+                 lsblk_json: str | None = None, mountinfo: str | None = None,
+                 read_devices: bool | None = None) -> SystemState:
     """Collect the report. On a device, root is "/" and lsblk runs; elsewhere the caller
-    passes lsblk's JSON (no devices when omitted)."""
+    passes lsblk's JSON (no devices when omitted). `read_devices` (default: root is "/"):
+    read the slot records of an unmounted COS_STATE/COS_RECOVERY from the device."""
+    on_device = os.path.realpath(root) == "/"
     if cmdline is None:
         cmdline = _read(root / "proc/cmdline")
     if lsblk_json is None:
-        lsblk_json = read_lsblk() if os.path.realpath(root) == "/" else ""
+        lsblk_json = read_lsblk() if on_device else ""
     if mountinfo is None:
         mountinfo = _read(root / "proc/self/mountinfo")
     boot = detect_boot(root, cmdline)
-    parts = detect_partitions(parse_lsblk(lsblk_json), parse_mountinfo(mountinfo))
+    mounts = parse_mountinfo(mountinfo)
+    parts = detect_partitions(parse_lsblk(lsblk_json), mounts)
     return SystemState(
         boot=boot, booted_slot=SLOTS.get(boot), uuid=detect_uuid(root),
         oem=parts["oem"], persistent=parts["persistent"], recovery=parts["recovery"],
         state=parts["state"], kairos=detect_kairos(root), system=detect_system(root),
         in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists(),
-        stages=detect_stages(root))
+        stages=detect_stages(root),
+        images=detect_images(root, parts, mounts,
+                             read_devices=on_device if read_devices is None else read_devices))
 
 
 def query(data: dict[str, Any], key: str) -> Any:

@@ -37,6 +37,27 @@ def make_squashfs(tree: Path, out: Path, *, mtime: int, compression: str = "none
     return out
 
 
+# Compression ids of the squashfs superblock (u16 at offset 20).
+SQUASHFS_COMPRESSION_IDS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
+SQUASHFS_NO_COMPRESSION = 0x0001 | 0x0002 | 0x0008 | 0x0100  # -noI -noD -noF -noX flags
+SQUASHFS_MAGIC = b"hsqs"
+
+
+def squashfs_compression(path: Path) -> str:
+    """"none" when mksquashfs stored everything uncompressed, else the compressor's name;
+    BadInput when `path` is no squashfs at all."""
+    with open(path, "rb") as fh:
+        sb = fh.read(96)
+    if len(sb) < 96 or sb[:4] != SQUASHFS_MAGIC:
+        raise BadInput(f"{path} is not a squashfs image", "give the slot image of a build "
+                       "(rootfs.squashfs)")
+    comp = int.from_bytes(sb[20:22], "little")
+    flags = int.from_bytes(sb[24:26], "little")
+    if flags & SQUASHFS_NO_COMPRESSION == SQUASHFS_NO_COMPRESSION:
+        return "none"
+    return SQUASHFS_COMPRESSION_IDS.get(comp, f"unknown ({comp})")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -24,6 +24,7 @@ VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.config_cmd",
     "kairos.cli.stages_cmd",
     "kairos.cli.bootentry_cmd",
+    "kairos.cli.upgrade_cmd",
     "kairos.cli.sign_cmd",
 )
 # Which module registers each verb: a device runs `kairos run-stage` several times per boot
@@ -39,6 +40,7 @@ VERB_OWNERS: dict[str, str] = {
     "print-schema": "kairos.cli.config_cmd",
     "run-stage": "kairos.cli.stages_cmd",
     "bootentry": "kairos.cli.bootentry_cmd",
+    "upgrade": "kairos.cli.upgrade_cmd",
     "sign": "kairos.cli.sign_cmd",
 }
 

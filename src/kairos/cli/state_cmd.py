@@ -1,4 +1,5 @@
-"""`kairos state [--json]` and `kairos state get KEY`: the running device's boot and partitions."""
+"""`kairos state [--json]` and `kairos state get KEY`: the running device's boot, partitions
+and slot images."""
 
 from __future__ import annotations
 
@@ -15,16 +16,20 @@ from kairos.agent.state import detect_state, format_value, query
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "state", help="show the running system's boot mode, partitions and version",
+        "state", help="show the running system's boot mode, partitions, version and images",
         description="Report what this device booted (active_boot, passive_boot, "
                     "recovery_boot, livecd_boot, autoreset_boot or unknown), its Kairos "
-                    "partitions and /etc/kairos-release, as kairos-agent state does.")
+                    "partitions and /etc/kairos-release, as kairos-agent state does, and "
+                    "under 'images' what each slot file (active, passive, recovery) holds: "
+                    "version, source, OCI digest, sha256, from the records on its partition.")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     p.set_defaults(func=show_state)
     actions = p.add_subparsers(dest="state_action", metavar="ACTION")
-    get = actions.add_parser("get", help="print one value, e.g. boot or oem.mount_point")
-    get.add_argument("key", help="a field name; nested fields with dots (kairos.version)")
+    get = actions.add_parser("get", help="print one value, e.g. boot, oem.mount_point or "
+                                         "images.passive.version")
+    get.add_argument("key", help="a field name; nested fields with dots (kairos.version, "
+                                 "images.active.digest)")
     get.set_defaults(func=get_state)
 
 

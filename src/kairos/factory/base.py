@@ -18,11 +18,13 @@ from kairos.stages.sysinfo import os_release as os_release  # re-exported for bu
 log = logging.getLogger("kairos.factory")
 
 # What every image needs on top of a minimal base: init, device manager, SSH, the agent's
-# Python with the two libraries it uses, and the tools early boot calls.
+# Python with the two libraries it uses, the tools early boot calls, and what an upgrade
+# runs on the device (squashfs-tools makes the slot, openssl checks image signatures).
 REQUIRED_PACKAGES = (
     "systemd", "systemd-sysv", "udev", "dbus", "systemd-timesyncd", "systemd-resolved",
     "openssh-server", "python3", "python3-yaml", "python3-jsonschema", "sudo", "iproute2",
     "kmod", "util-linux", "e2fsprogs", "ca-certificates", "less", "procps",
+    "squashfs-tools", "openssl",
 )
 # The same without systemd: sysvinit as PID 1 with OpenRC as service manager, Debian's udev
 # (it ships a sysv script), dhcpcd, which brings up every interface with DHCP by itself (no
@@ -31,7 +33,7 @@ REQUIRED_PACKAGES = (
 OPENRC_PACKAGES = (
     "sysvinit-core", "openrc", "udev", "dhcpcd", "ifupdown", "openssh-server", "python3",
     "python3-yaml", "python3-jsonschema", "sudo", "iproute2", "kmod", "util-linux",
-    "e2fsprogs", "ca-certificates", "less", "procps",
+    "e2fsprogs", "ca-certificates", "less", "procps", "squashfs-tools", "openssl",
 )
 # debootstrap resolves sysvinit-core's `sysv-rc | file-rc | openrc` with the first choice,
 # which conflicts with openrc, and fails; apt picks right in the packages step.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +316,151 @@ def test_stage_reports_show_failed_steps(device: Path, capsys: pytest.CaptureFix
 
 def test_no_reports_no_stages(device: Path) -> None:
     assert st.detect_state(device).stages == {}
+
+
+# -- slot images ----------------------------------------------------------------------------
+
+SLOT_RECORD = {"digest": "", "arch": "amd64", "date": "2025-06-01T10:00:00Z"}
+
+
+def _slot_file(part: Path, rel: str, content: bytes) -> Path:
+    path = part / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def _record(path: Path, version: str, **kw: Any) -> Any:
+    from kairos.agent import slotstate
+    fields = {**SLOT_RECORD, "source": f"oci:registry.example/kairos/os:{version}",
+              "sha256": f"sha-{version}", "version": version, **kw}
+    return slotstate.record_file(path, **fields)
+
+
+MOUNTINFO_RECOVERY = MOUNTINFO + (
+    "35 20 254:4 / /run/kairos/recovery ro,relatime - ext4 /dev/vda4 ro\n")
+
+
+@pytest.fixture
+def slots(device: Path) -> Path:
+    """COS_STATE at /run/initramfs/cos-state with both slots and their records (saved under
+    the other roles, as a cut between an upgrade's renames leaves them), COS_RECOVERY
+    mounted at /run/kairos/recovery, the root a loop mount of active.img."""
+    from kairos.agent import slotstate
+    state = device / "run/initramfs/cos-state"
+    active = _slot_file(state, "cOS/active.img", b"A" * 4096)
+    passive = _slot_file(state, "cOS/passive.img", b"P" * 2048)
+    ss_active = _record(active, "v1.0.0")
+    ss_passive = _record(passive, "v2.0.0", digest="sha256:" + "b" * 64)
+    slotstate.save(state, "COS_STATE", {"active": ss_passive, "passive": ss_active})
+    recovery = device / "run/kairos/recovery"
+    rec = _slot_file(recovery, "cOS/recovery.squashfs", b"R" * 1024)
+    slotstate.save(recovery, "COS_RECOVERY", {"recovery": _record(rec, "v0.9.0")})
+    (device / "proc/self/mountinfo").write_text(MOUNTINFO_RECOVERY)
+    loop = device / "sys/block/loop0/loop"
+    loop.mkdir(parents=True)
+    (loop / "backing_file").write_text("/run/initramfs/cos-state/cOS/active.img\n")
+    return device
+
+
+def test_images_from_the_records(slots: Path) -> None:
+    s = st.detect_state(slots, lsblk_json=LSBLK)
+    active, passive, recovery = (s.images[k] for k in ("active", "passive", "recovery"))
+    # Each file gets the record of the image it holds, whatever role it was saved under.
+    assert active == st.SlotImage(
+        found=True, recorded=True, running=True, partition="COS_STATE",
+        file="/cOS/active.img", label="COS_ACTIVE", fs="squashfs",
+        source="oci:registry.example/kairos/os:v1.0.0", digest="", sha256="sha-v1.0.0",
+        size=4096, version="v1.0.0", arch="amd64", date="2025-06-01T10:00:00Z")
+    assert (passive.version, passive.digest, passive.size) == ("v2.0.0", "sha256:" + "b" * 64, 2048)
+    assert passive.label == "COS_PASSIVE" and not passive.running
+    assert (recovery.partition, recovery.file, recovery.label) == (
+        "COS_RECOVERY", "/cOS/recovery.squashfs", "COS_SYSTEM")
+    assert recovery.version == "v0.9.0" and recovery.found and recovery.recorded
+
+
+def test_running_image_follows_a_rename(slots: Path) -> None:
+    """After an upgrade, before the reboot: the running image is now passive.img (the kernel
+    reports the loop file's current name) and the new one is active.img."""
+    (slots / "sys/block/loop0/loop/backing_file").write_text(
+        "/run/initramfs/cos-state/cOS/passive.img\n")
+    s = st.detect_state(slots, lsblk_json=LSBLK)
+    assert s.images["passive"].running and not s.images["active"].running
+    assert not s.images["recovery"].running
+
+
+def test_a_file_without_a_record(slots: Path) -> None:
+    state = slots / "run/initramfs/cos-state"
+    (state / "cOS/passive.img").unlink()
+    _slot_file(state, "cOS/passive.img", b"new" * 10)  # another inode and size
+    s = st.detect_state(slots, lsblk_json=LSBLK)
+    assert s.images["passive"].found and not s.images["passive"].recorded
+    assert s.images["passive"].size == 30 and s.images["passive"].version == ""
+
+
+def test_no_partitions_no_images(device: Path) -> None:
+    s = st.detect_state(device, lsblk_json="")
+    assert set(s.images) == {"active", "passive", "recovery"}
+    assert s.images["passive"] == st.SlotImage(partition="COS_STATE", file="/cOS/passive.img",
+                                               label="COS_PASSIVE")
+    # An unmounted partition of a fixture root is not read from its device.
+    s = st.detect_state(device, lsblk_json=LSBLK)
+    assert not s.images["recovery"].found
+
+
+def test_cli_shows_and_gets_images(slots: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # lsblk of the fixture's devices (a fixture root has none of its own).
+    real = st.detect_state
+    monkeypatch.setattr(state_cmd, "detect_state",
+                        lambda root: real(root, lsblk_json=LSBLK))
+    args = cli("--json", "--root", str(slots))
+    assert args.func(args) == 0
+    images = json.loads(capsys.readouterr().out)["images"]
+    assert list(images) == ["active", "passive", "recovery"]
+    assert images["passive"]["version"] == "v2.0.0"
+    args = cli("--root", str(slots), "get", "images.active.version")
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == "v1.0.0\n"
+    args = cli("--root", str(slots), "get", "images.recovery.running")
+    args.func(args)
+    assert capsys.readouterr().out == "false\n"
+
+
+@pytest.mark.skipif(shutil.which("debugfs") is None or shutil.which("mkfs.ext4") is None,
+                    reason="needs e2fsprogs")
+def test_unmounted_recovery_is_read_with_debugfs(device: Path, tmp_path_factory:
+                                                 pytest.TempPathFactory) -> None:
+    """COS_RECOVERY is not mounted on an active boot: its records and file are read from the
+    device with debugfs (nothing mounted, nothing written)."""
+    from kairos.agent import slotstate
+    from kairos.disk.filesystems import FsTarget, LargeFile, add_large_files, mkfs_ext4
+    from kairos.run import run
+
+    work = tmp_path_factory.mktemp("recovery-fs")
+    staging = work / "staging"
+    _slot_file(staging, "cOS/recovery.squashfs", b"R" * 5000)
+    image = work / "recovery.ext4"
+    image.write_bytes(b"")
+    os.truncate(image, 16 << 20)
+    target = FsTarget(image, 0, 16 << 20, fresh=True)
+    mkfs_ext4(target, "COS_RECOVERY", staging)
+    listing = run(["debugfs", "-R", "ls -p /cOS", str(image)]).stdout
+    ino, size = slotstate.parse_debugfs_ls(listing)["recovery.squashfs"]
+    record = slotstate.ImageRecord(source="file:/r", digest="", sha256="s", size=size,
+                                   version="v0.5.0", arch="amd64", date="d", inode=ino)
+    yml = work / "state.yaml"
+    yml.write_text(slotstate.render("COS_RECOVERY", {"recovery": record}))
+    add_large_files(target, [LargeFile(yml, "/state.yaml")])
+
+    data = json.loads(LSBLK)
+    vda4 = data["blockdevices"][1]["children"][3]
+    vda4["path"] = str(image)
+    s = st.detect_state(device, lsblk_json=json.dumps(data), read_devices=True)
+    assert not s.recovery.mounted
+    got = s.images["recovery"]
+    assert (got.found, got.recorded, got.version, got.size) == (True, True, "v0.5.0", 5000)
+    # A device that cannot be read gives no record and no error.
+    vda4["path"] = str(work / "missing")
+    s = st.detect_state(device, lsblk_json=json.dumps(data), read_devices=True)
+    assert not s.images["recovery"].found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,70 @@ def test_make_disk_writes_nothing_on_bad_input(tmp_path: Path, slot: Path) -> No
     with pytest.raises(BadInput, match="cannot read the size"):
         make_disk(image_dir, out_dir / "disk.raw", size="big")
     assert list(out_dir.iterdir()) == []
+
+
+# -- the slot records install writes (state.yaml) --------------------------------------------
+
+RELEASE = 'KAIROS_VERSION="v1.4.0"\nKAIROS_ARCH="arm64"\nKAIROS_FLAVOR="debian"\n'
+
+
+def release_squashfs(tmp: Path, name: str, release: str | None) -> Path:
+    """A bootable-looking squashfs with (or without) /etc/kairos-release inside."""
+    tree = tmp / f"{name}.tree"
+    (tree / "boot").mkdir(parents=True)
+    for f in ("vmlinuz", "initrd"):
+        (tree / "boot" / f).write_bytes(b"dummy " + f.encode())
+    if release is not None:
+        (tree / "etc").mkdir()
+        (tree / "etc/kairos-release").write_text(release)
+    out = tmp / name
+    run(["mksquashfs", str(tree), str(out), "-comp", "xz", "-noappend", "-quiet"])
+    return out
+
+
+def test_records_from_the_image_itself(tmp_path: Path) -> None:
+    import hashlib
+    slot = release_squashfs(tmp_path, "rootfs.squashfs", RELEASE)
+    p = plan(slot)
+    rec = p.records["active"]
+    assert p.records["passive"] == rec and p.records["recovery"] == rec  # one image
+    assert rec.source == f"file:{slot.resolve()}"
+    assert rec.sha256 == hashlib.sha256(slot.read_bytes()).hexdigest()
+    assert (rec.version, rec.arch, rec.digest) == ("v1.4.0", "arm64", "")
+    assert (rec.size, rec.inode, rec.fs) == (slot.stat().st_size, 0, "squashfs")
+    assert rec.date.endswith("Z")
+    assert p.summary()["images"]["active"]["version"] == "v1.4.0"
+
+
+def test_records_from_build_json(tmp_path: Path) -> None:
+    """The factory's output: build.json gives the sha256 and the OCI digest of the rootfs it
+    describes, kairos-release beside it the version when the image has none inside."""
+    image_dir = tmp_path / "image"
+    image_dir.mkdir()
+    slot = release_squashfs(image_dir, "rootfs.squashfs", None)
+    recovery = release_squashfs(image_dir, "recovery.squashfs", RELEASE.replace("1.4", "0.9"))
+    digest = "sha256:" + "c" * 64
+    (image_dir / "kairos-release").write_text(RELEASE)
+    (image_dir / "build.json").write_text(json.dumps({
+        "rootfs": "/elsewhere/out/rootfs.squashfs", "rootfs_sha256": "e" * 64,
+        "rootfs_size": slot.stat().st_size, "oci_digest": digest}))
+    p = plan(slot, recovery_image=recovery)
+    active, rec = p.records["active"], p.records["recovery"]
+    assert (active.sha256, active.digest, active.version, active.arch) == (
+        "e" * 64, digest, "v1.4.0", "arm64")
+    # build.json describes the rootfs only: the recovery image is hashed, and has no digest.
+    assert rec.sha256 != "e" * 64 and len(rec.sha256) == 64
+    assert (rec.digest, rec.version) == ("", "v0.9.0")
+
+
+def test_build_json_of_another_file_is_not_trusted(tmp_path: Path) -> None:
+    image_dir = tmp_path / "image"
+    image_dir.mkdir()
+    slot = release_squashfs(image_dir, "rootfs.squashfs", None)
+    (image_dir / "kairos-release").write_text(RELEASE)
+    (image_dir / "build.json").write_text(json.dumps({
+        "rootfs": "rootfs.squashfs", "rootfs_sha256": "e" * 64,
+        "rootfs_size": slot.stat().st_size + 1, "oci_digest": "sha256:" + "c" * 64}))
+    rec = plan(slot).records["active"]
+    assert rec.sha256 != "e" * 64 and rec.digest == ""
+    assert rec.version == ""  # neither inside the image nor from a build that made it

@@ -113,7 +113,7 @@ def test_output_files_are_copies_not_links_into_the_cache(tmp_path: Path, steps:
 
 
 def test_swap_without_rename_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build_mod, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(build_mod, "rename_exchange", lambda a, b: False)
     out, new = tmp_path / "out", tmp_path / ".out.tmp-1"
     out.mkdir()
     (out / "old").write_text("old")
