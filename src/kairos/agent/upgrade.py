@@ -94,7 +94,10 @@ class Phases:
 
     @classmethod
     def from_env(cls) -> Phases:
-        return cls(os.environ.get(PAUSE_ENV, ""), step=os.environ.get(STEP_ENV) == "1")
+        # The kernel log (hence the serial console) only on a device, not a build host.
+        kmsg = Path("/dev/kmsg") if Path("/run/cos").is_dir() else None
+        return cls(os.environ.get(PAUSE_ENV, ""), step=os.environ.get(STEP_ENV) == "1",
+                   kmsg=kmsg)
 
     def mark(self, name: str) -> None:
         assert name in PHASES, name

@@ -73,7 +73,7 @@ DEFAULT_PLATFORM = "linux/amd64"
 MAX_REDIRECTS = 5
 MAX_TAG_PAGES = 1000
 PROGRESS_MIN_BYTES = 1 << 20  # configs and tiny layers need no progress line
-HINT_INSECURE = "use --allow-insecure-registries {host} if it is plain HTTP"
+HINT_INSECURE = "if {host} is plain HTTP, add --allow-insecure-registries"
 HINT_CORRUPT = "the registry or the network corrupted it; run again, and push the image again " \
                "if it persists"
 
@@ -281,7 +281,8 @@ class RegistryClient:
                         raise KairosError(
                             f"download of blob {desc.digest[:19]} from {ref.registry} was "
                             f"interrupted at {have} of {desc.size} bytes ({exc.args[0]})",
-                            "check the network and run again: the download resumes") from None
+                            "check the network and run again: the bytes already here are kept "
+                            "(resumed where the registry honours Range requests)") from None
                     log.info("  blob %s: %s; resuming", desc.digest[7:19], exc.args[0])
                     time.sleep(min(0.5 * 2**attempt, 5.0))
             raise AssertionError("unreachable")
