@@ -114,8 +114,21 @@ def test_space_error_names_both_numbers(tmp_path: Path) -> None:
 
 
 def test_slot_need_covers_the_tree_and_the_configured_size() -> None:
-    assert slot_need(100 << 20, 0) == int((100 << 20) * 1.03) + SLOT_SLACK
+    assert slot_need(100 << 20, 0) == 100 << 20
     assert slot_need(1 << 20, 500) == 500 << 20
+
+
+def test_tree_bytes_bounds_the_squashfs(tmp_path: Path) -> None:
+    tree = _fake_tree(tmp_path / "t")
+    (tree / "big").write_bytes(os.urandom(1 << 20))
+    os.link(tree / "big", tree / "big-link")  # stored once
+    (tree / "same").write_bytes((tree / "big").read_bytes())  # deduplicated by mksquashfs
+    bound = tree_bytes(tree)
+    assert bound < (2 << 20) + SLOT_SLACK + 4096
+    out = tmp_path / "slot.sqfs"
+    subprocess.run(["mksquashfs", str(tree), str(out), "-noappend", "-no-progress", "-noI",
+                    "-noD", "-noF", "-noX", "-no-duplicates"], check=True, capture_output=True)
+    assert out.stat().st_size <= bound
 
 
 def _fake_tree(root: Path, arch: str = "amd64") -> Path:
