@@ -79,3 +79,15 @@ def assert_no_failed_steps(vm: VM, *, failures: Mapping[str, Sequence[str]] | No
         for line, part in zip(lines, expected, strict=True):
             assert part in line, f"stage {name}: {line!r} is not the failure {part!r}"
     return stages
+
+
+# ------------------------------------------------------------------------------ upgrades
+
+@pytest.fixture(scope="session")
+def v2_image(default_image: dict[str, object],
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The default image with exactly one file different (`/etc/kairos-release`: version
+    0.2.0), built on a step cache of its own seeded with the default image's base, so its
+    prunes never evict the default image's steps (tests/vm/upgrade_images.py)."""
+    from tests.vm.upgrade_images import build_v2
+    return build_v2(tmp_path_factory.mktemp("image-v2") / "image")
