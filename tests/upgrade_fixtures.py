@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,7 +29,7 @@ from kairos.disk.mounts import mount
 from kairos.oci.image import ImageConfig, ImageRef, blob_path, write_image
 from kairos.oci.layer import LayerInfo, write_layer
 from kairos.oci.media import INDEX_FILE, OCI_LAYOUT_FILE, digest_hex
-from kairos.run import run
+from kairos.run import require, run
 from tests.helpers import ROOT
 
 EPOCH = 1_700_000_000
@@ -400,3 +401,20 @@ __all__ = [
     "squash",
     "stderr_lines",
 ]
+
+
+SYSTEM_CACHE = Path("/var/lib/containers")  # skopeo's blob-info cache for root; no switch
+INSECURE = "--allow-insecure-registries"
+
+
+@contextlib.contextmanager
+def host_tools() -> Iterator[None]:
+    """The tools the upgrade tests run on the host; skopeo's cache removed after if we made it."""
+    import pytest
+    require("skopeo", "openssl", "mksquashfs", "unsquashfs", "mkfs.ext4")
+    if not Path("/usr/bin/docker-registry").exists():
+        pytest.skip("docker-registry is not installed (scripts/setup installs it)")
+    had_cache = SYSTEM_CACHE.exists()
+    yield
+    if not had_cache:
+        shutil.rmtree(SYSTEM_CACHE, ignore_errors=True)

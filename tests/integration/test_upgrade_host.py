@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from kairos.agent.upgrade import PHASES
-from kairos.run import require, run
+from kairos.run import run
 from tests.registry import (
     Fault,
     Registry,
@@ -39,6 +39,7 @@ from tests.registry import (
     write_auth_file,
 )
 from tests.upgrade_fixtures import (
+    INSECURE,
     Device,
     Images,
     Snapshot,
@@ -46,6 +47,7 @@ from tests.upgrade_fixtures import (
     device,
     error_lines,
     ext4,
+    host_tools,
     kairos_tree,
     make_images,
     phase_markers,
@@ -56,19 +58,10 @@ from tests.upgrade_fixtures import (
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_CACHE = Path("/var/lib/containers")  # skopeo's blob-info cache for root; no switch
-INSECURE = "--allow-insecure-registries"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _tools() -> Iterator[None]:
-    require("skopeo", "openssl", "mksquashfs", "unsquashfs", "mkfs.ext4")
-    if not Path("/usr/bin/docker-registry").exists():
-        pytest.skip("docker-registry is not installed (scripts/setup installs it)")
-    had_cache = SYSTEM_CACHE.exists()
-    yield
-    if not had_cache:
-        shutil.rmtree(SYSTEM_CACHE, ignore_errors=True)
+    with host_tools():
+        yield
 
 
 @pytest.fixture(scope="module")

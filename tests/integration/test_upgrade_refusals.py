@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from kairos.oci.image import ImageConfig, write_image
-from kairos.run import require, run
+from kairos.run import run
 from tests.registry import (
     Fault,
     Registry,
@@ -35,6 +35,7 @@ from tests.registry import (
 from tests.unit.oci.ocitest_helpers import Entry, layer_blob, layer_tar
 from tests.upgrade_fixtures import (
     EPOCH,
+    INSECURE,
     Device,
     Images,
     Snapshot,
@@ -43,6 +44,7 @@ from tests.upgrade_fixtures import (
     device,
     error_lines,
     free_bytes,
+    host_tools,
     kairos_cli,
     layer,
     make_images,
@@ -52,19 +54,10 @@ from tests.upgrade_fixtures import (
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_CACHE = Path("/var/lib/containers")  # skopeo's blob-info cache for root; no switch
-INSECURE = "--allow-insecure-registries"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _tools() -> Iterator[None]:
-    require("skopeo", "openssl", "mksquashfs", "unsquashfs", "mkfs.ext4")
-    if not Path("/usr/bin/docker-registry").exists():
-        pytest.skip("docker-registry is not installed (scripts/setup installs it)")
-    had_cache = SYSTEM_CACHE.exists()
-    yield
-    if not had_cache:
-        shutil.rmtree(SYSTEM_CACHE, ignore_errors=True)
+    with host_tools():
+        yield
 
 
 @pytest.fixture(scope="module")
