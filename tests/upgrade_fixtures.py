@@ -366,6 +366,24 @@ def assert_refused(dev: Device, before: Snapshot, proc: subprocess.CompletedProc
     return text
 
 
+def grub_env(state: Path) -> dict[str, str]:
+    """The boot assessment's variables as GRUB reads them (`grub-editenv list` of
+    COS_STATE:/boot_assessment); {} when there is no block."""
+    from kairos.boot.assessment import ENV_FILE
+    path = state / ENV_FILE
+    if not path.exists():
+        return {}
+    out = run(["grub-editenv", str(path), "list"]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def grub_set(state: Path, **values: str | int) -> None:
+    """Write variables as GRUB's save_env would (`grub-editenv set`, in place)."""
+    from kairos.boot.assessment import ENV_FILE
+    run(["grub-editenv", str(state / ENV_FILE), "set",
+         *(f"{k}={v}" for k, v in values.items())])
+
+
 def result_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     doc: dict[str, Any] = json.loads(proc.stdout)
@@ -388,6 +406,8 @@ __all__ = [
     "error_lines",
     "ext4",
     "free_bytes",
+    "grub_env",
+    "grub_set",
     "kairos_cli",
     "kairos_tree",
     "layer",

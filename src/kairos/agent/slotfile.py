@@ -17,9 +17,14 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kairos.errors import KairosError
+from kairos.run import run
 from kairos.safefs import rename_exchange
+
+if TYPE_CHECKING:
+    from kairos.artifacts.bootid import BootIds
 
 log = logging.getLogger("kairos.upgrade")
 
@@ -50,6 +55,8 @@ def checkpoint(mount_dir: Path) -> str:
             fcntl.ioctl(fd, EXT4_IOC_CHECKPOINT, struct.pack("I", 0))
             return "checkpoint"
         except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return "sync"  # ext4 without a journal: synced is home already
             if exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
                 raise KairosError(f"cannot checkpoint the journal of {mount_dir}: "
                                   f"{exc.strerror}", "check the kernel log") from None
@@ -128,3 +135,30 @@ def exchange(a: Path, b: Path) -> None:
     if not rename_exchange(a, b):
         raise KairosError(f"the kernel cannot swap {a.name} and {b.name} atomically "
                           "(renameat2 RENAME_EXCHANGE)", "upgrades need Linux 3.15+ and ext4")
+
+
+def squashfs_cat(path: Path, name: str) -> bytes | None:
+    """The content of file `name` (relative to the image's root) inside the squashfs at
+    `path`, None when the image has no such file or cannot be read. For small text files:
+    the bytes come back through a text pipe."""
+    res = run(["unsquashfs", "-cat", str(path), name], check=False)
+    if res.returncode != 0:
+        return None
+    return res.stdout.encode()
+
+
+def slot_ids(path: Path) -> BootIds | None:
+    """The ids a slot image file names in its /boot/kairos-boot.cfg (boot id, image id);
+    None when there is no such file, the image has no cfg or the cfg is not one we wrote
+    (a warning then: GRUB and the initrd would not read it either)."""
+    from kairos.artifacts.bootid import BOOT_CFG, parse_boot_cfg
+    if not path.is_file():
+        return None
+    raw = squashfs_cat(path, BOOT_CFG)
+    if raw is None:
+        return None
+    try:
+        return parse_boot_cfg(raw.decode("utf-8", "replace"))
+    except KairosError as exc:
+        log.warning("%s: %s", path, exc.message)
+        return None

@@ -27,6 +27,11 @@ Shape (Kairos's keys, then ours; one partition section per file, the partition's
       passive: {…}
       kept:                         # images that lost their role but may still be on disk
       - {…}
+    failed:                         # images that failed their boot assessment (newest last)
+    - {image-id: …, digest: 'sha256:…', version: v1.4.0, sha256: …, source: …, date: …}
+
+A record may also carry `image-id` (the image's id from its /boot/kairos-boot.cfg) and
+`assessment` (`good` or `failed`: what the last boot assessment of that image said).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ log = logging.getLogger("kairos.slotstate")
 
 STATE_FILE = "state.yaml"  # at the partition's root, as Kairos keeps it
 KEPT = "kept"
+FAILED = "failed"  # top level: a section's rewrite by an upgrade keeps it
 # Kairos's partition keys and image labels.
 SECTIONS = {"COS_STATE": "state", "COS_RECOVERY": "recovery"}
 ROLE_SECTION = {"active": "state", "passive": "state", "recovery": "recovery"}
@@ -67,6 +73,8 @@ class ImageRecord:
     date: str  # ISO 8601 UTC, when the slot file was written
     inode: int = 0  # of the slot file on its partition; 0 = unknown
     fs: str = "squashfs"
+    image_id: str = ""  # kairos_image_id of its /boot/kairos-boot.cfg; "" = unknown
+    assessment: str = ""  # "good" or "failed" once a boot of it was assessed
 
 
 def now() -> str:
@@ -96,6 +104,11 @@ def _entry(rec: ImageRecord, label: str | None) -> dict[str, Any]:
         out["label"] = label
     out.update(fs=rec.fs, version=rec.version, arch=rec.arch, sha256=rec.sha256,
                size=rec.size, inode=rec.inode, date=rec.date)
+    # Ours, only when known: records of older agents keep their shape.
+    if rec.image_id:
+        out["image-id"] = rec.image_id
+    if rec.assessment:
+        out["assessment"] = rec.assessment
     return out
 
 
@@ -119,7 +132,8 @@ def _record(data: Any) -> ImageRecord | None:
             sha256=str(data.get("sha256") or ""), size=_int(data.get("size") or 0),
             version=str(data.get("version") or ""), arch=str(data.get("arch") or ""),
             date=str(data.get("date") or ""), inode=_int(data.get("inode") or 0),
-            fs=str(data.get("fs") or "squashfs"))
+            fs=str(data.get("fs") or "squashfs"), image_id=str(data.get("image-id") or ""),
+            assessment=str(data.get("assessment") or ""))
     except ValueError as exc:
         log.warning("ignoring a slot record in %s: %s", STATE_FILE, exc)
         return None
@@ -288,3 +302,115 @@ def resolve(part_root: Path, files: Mapping[str, str]) -> dict[str, ImageRecord 
     (e.g. {"active": "cOS/active.img", "passive": "cOS/passive.img"})."""
     stats = {role: file_stat(part_root / rel) for role, rel in files.items()}
     return match(read_doc(part_root), stats)
+
+
+# -- assessment: the failed list and a record's verdict ------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    """An image that failed its boot assessment (GRUB gave up on it)."""
+
+    image_id: str
+    digest: str = ""
+    version: str = ""
+    sha256: str = ""
+    source: str = ""
+    date: str = ""  # when the failure was recorded
+
+    def to_json(self) -> dict[str, str]:
+        return {"image-id": self.image_id, "digest": self.digest, "version": self.version,
+                "sha256": self.sha256, "source": self.source, "date": self.date}
+
+    @classmethod
+    def of(cls, rec: ImageRecord | None, image_id: str, date: str) -> FailedImage:
+        if rec is None:
+            return cls(image_id, date=date)
+        return cls(image_id, rec.digest, rec.version, rec.sha256, rec.source, date)
+
+
+def failed_images(doc: Mapping[str, Any]) -> list[FailedImage]:
+    """The `failed` list of a state document (entries that are not maps are ignored)."""
+    found = doc.get(FAILED)
+    out: list[FailedImage] = []
+    for item in found if isinstance(found, list) else []:
+        if isinstance(item, dict) and (item.get("image-id") or item.get("digest")):
+            out.append(FailedImage(*(str(item.get(k) or "") for k in (
+                "image-id", "digest", "version", "sha256", "source", "date"))))
+    return out
+
+
+def load_failed(part_root: Path) -> list[FailedImage]:
+    return failed_images(read_doc(part_root))
+
+
+def find_failed(failed: Sequence[FailedImage], *, digest: str = "", image_id: str = ""
+                ) -> FailedImage | None:
+    """The entry with this digest or image id (empty values never match), or None."""
+    return next((f for f in failed if (digest and f.digest == digest)
+                 or (image_id and f.image_id == image_id)), None)
+
+
+def is_listed(failed: Sequence[FailedImage], *, digest: str = "", image_id: str = "") -> bool:
+    return find_failed(failed, digest=digest, image_id=image_id) is not None
+
+
+def _write_doc(part_root: Path, doc: Mapping[str, Any]) -> None:
+    out = {"date": now(), **{k: v for k, v in doc.items() if k != "date"}}
+    text = yaml.safe_dump(out, sort_keys=False, default_flow_style=False)
+    write_file_atomic(part_root / STATE_FILE, text.encode(), mode=0o644)
+
+
+def add_failed(part_root: Path, entry: FailedImage) -> bool:
+    """Append `entry` to the failed list unless its image id is there already; whether the
+    file was written (atomically; the caller checkpoints)."""
+    doc = read_doc(part_root)
+    listed = failed_images(doc)
+    if is_listed(listed, image_id=entry.image_id):
+        return False
+    _write_doc(part_root, {**doc, FAILED: [f.to_json() for f in [*listed, entry]]})
+    return True
+
+
+def drop_failed(part_root: Path, image_id: str) -> bool:
+    """Take an image off the failed list (it has since been assessed good); whether the
+    file was written."""
+    doc = read_doc(part_root)
+    listed = failed_images(doc)
+    kept = [f for f in listed if f.image_id != image_id]
+    if not image_id or len(kept) == len(listed):
+        return False
+    _write_doc(part_root, {**doc, FAILED: [f.to_json() for f in kept]})
+    return True
+
+
+def _same_image(a: ImageRecord, b: ImageRecord) -> bool:
+    """Two records of one written file (one may lack the inode an install could not know)."""
+    return (a.sha256, a.size, a.source, a.date) == (b.sha256, b.size, b.source, b.date)
+
+
+def others(doc: Mapping[str, Any], label: str, roles: Mapping[str, ImageRecord]
+           ) -> list[ImageRecord]:
+    """The records of partition `label`'s section that are none of `roles` (images that lost
+    their role, kept ones): what a rewrite of the section keeps as `kept`."""
+    return [v for _r, v in _section_entries(doc, section_for(label))
+            if not any(_same_image(v, c) for c in roles.values())]
+
+
+def update_record(part_root: Path, label: str, files: Mapping[str, str], role: str,
+                  **changes: Any) -> bool:
+    """Change fields of the record of the file that has `role` (matched by inode, as
+    `resolve`), keeping every other record of the section; whether the file was written
+    (False: no record matches the file, or nothing changes)."""
+    doc = read_doc(part_root)
+    current = match(doc, {r: file_stat(part_root / rel) for r, rel in files.items()})
+    rec = current.get(role)
+    if rec is None:
+        return False
+    new = dataclasses.replace(rec, **changes)
+    if new == rec:
+        return False
+    roles = {r: (new if r == role else v) for r, v in current.items() if v is not None}
+    text = render(label, roles, others(doc, label, roles), doc)
+    write_file_atomic(part_root / STATE_FILE, text.encode(), mode=0o644)
+    return True

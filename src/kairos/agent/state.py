@@ -3,8 +3,11 @@ what each slot image file holds.
 
 Field names follow `kairos-agent state` so scripts written for Kairos keep working; `images`
 (ours: kairos-agent has no such key) shows the records of state.yaml (slotstate) for the
-active, passive and recovery files. Every reader takes a `root` (and optionally the raw text
-it would read) so tests run on fixtures.
+active, passive and recovery files, and `assessment` (ours too) the boot assessment: GRUB's
+flags on COS_STATE, the images that failed it, whether this device runs the previous image
+after a failed upgrade (Kairos's /run/cos/upgrade_failure sentinel) and this boot's verdict.
+Every reader takes a `root` (and optionally the raw text it would read) so tests run on
+fixtures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from kairos.agent import slotstate
 from kairos.envfile import parse_env
-from kairos.errors import BadInput
+from kairos.errors import BadInput, KairosError
 from kairos.run import run
 
 log = logging.getLogger("kairos.state")
@@ -81,6 +84,22 @@ class SlotImage:
     version: str = ""
     arch: str = ""
     date: str = ""  # when the file was written
+    image_id: str = ""  # the image's id (its /boot/kairos-boot.cfg), when recorded
+    assessment: str = ""  # good or failed: the last boot assessment of this image
+
+
+@dataclass
+class Assessment:
+    """The boot assessment (docs/lifecycle.md)."""
+
+    tentative: str = ""  # kairos_tentative: the image id on trial after an upgrade
+    tries: int = 0  # kairos_tries: boots it still has
+    failed: str = ""  # kairos_failed: the image id GRUB refuses to boot from a slot
+    upgrade_failure: bool = False  # /run/cos/upgrade_failure: runs the previous image
+    failed_images: list[dict[str, str]] = field(default_factory=list)  # state.yaml's failed
+    booted_image_id: str = ""  # this boot's image id
+    verdict: str = ""  # this boot's assessment: good, failed, or "" (not run yet)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # this boot's check results
 
 
 @dataclass
@@ -112,6 +131,7 @@ class SystemState:
     stages: dict[str, StageSummary] = field(default_factory=dict)
     # The slot images (active, passive, recovery): what each file holds, from its record.
     images: dict[str, SlotImage] = field(default_factory=dict)
+    assessment: Assessment = field(default_factory=Assessment)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -447,8 +467,74 @@ def detect_images(root: Path, parts: dict[str, PartitionState], mounts: list[Mou
                 img.recorded = True
                 img.fs, img.source, img.digest, img.sha256 = rec.fs, rec.source, rec.digest, rec.sha256
                 img.version, img.arch, img.date = rec.version, rec.arch, rec.date
+                img.image_id, img.assessment = rec.image_id, rec.assessment
             images[role] = img
     return images
+
+
+# -- boot assessment ---------------------------------------------------------------------
+
+
+def _read_flags(state: PartitionState, root: Path, read_devices: bool) -> Any:
+    """The flags of COS_STATE's assessment block: read in place when it is mounted, dumped
+    with debugfs when it is not (nothing mounted, nothing written); None when unreadable."""
+    import tempfile
+
+    from kairos.boot import assessment
+    try:
+        if state.mounted:
+            return assessment.read(_under(root, state.mount_point))
+        if not (state.found and read_devices and shutil.which("debugfs")):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp, assessment.ENV_FILE)
+            res = run(["debugfs", "-R", f"dump /{assessment.ENV_FILE} {dest}", state.name],
+                      check=False)
+            if res.returncode != 0 or not dest.exists():
+                return None
+            return assessment.read(Path(tmp))
+    except (OSError, KairosError) as exc:
+        log.debug("cannot read the boot assessment flags: %s", exc)
+        return None
+
+
+def _state_doc(state: PartitionState, root: Path, read_devices: bool) -> dict[str, Any]:
+    if state.mounted:
+        return slotstate.read_doc(_under(root, state.mount_point))
+    if state.found and read_devices:
+        return _read_unmounted(state.name, {})[0]
+    return {}
+
+
+def _booted_image_id(root: Path) -> str:
+    from kairos.artifacts.bootid import read_boot_ids
+    try:
+        ids = read_boot_ids(root)
+    except (OSError, KairosError):
+        return ""
+    return (ids.image_id or "") if ids is not None else ""
+
+
+def detect_assessment(root: Path, state: PartitionState, *, read_devices: bool) -> Assessment:
+    """GRUB's flags, the failed list of COS_STATE's state.yaml, the upgrade_failure sentinel
+    and this boot's report (/run/kairos/assessment.json, written by `kairos assess`)."""
+    out = Assessment(upgrade_failure=(root / "run/cos/upgrade_failure").exists(),
+                     booted_image_id=_booted_image_id(root))
+    flags = _read_flags(state, root, read_devices)
+    if flags is not None:
+        out.tentative, out.tries, out.failed = flags.tentative, flags.tries, flags.failed
+    out.failed_images = [f.to_json() for f in slotstate.failed_images(
+        _state_doc(state, root, read_devices))]
+    try:
+        report = json.loads((root / "run/kairos/assessment.json").read_text())
+    except (OSError, ValueError):
+        report = None
+    if isinstance(report, dict):
+        out.verdict = str(report.get("verdict") or "")
+        health = report.get("health")
+        results = health.get("results") if isinstance(health, dict) else None
+        out.checks = [r for r in results or [] if isinstance(r, dict)]
+    return out
 
 
 # -- the whole report --------------------------------------------------------------------
@@ -468,6 +554,7 @@ def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
     if mountinfo is None:
         mountinfo = _read(root / "proc/self/mountinfo")
     boot = detect_boot(root, cmdline)
+    devices = on_device if read_devices is None else read_devices
     mounts = parse_mountinfo(mountinfo)
     parts = detect_partitions(parse_lsblk(lsblk_json), mounts)
     return SystemState(
@@ -476,8 +563,8 @@ def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
         state=parts["state"], kairos=detect_kairos(root), system=detect_system(root),
         in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists(),
         stages=detect_stages(root),
-        images=detect_images(root, parts, mounts,
-                             read_devices=on_device if read_devices is None else read_devices))
+        images=detect_images(root, parts, mounts, read_devices=devices),
+        assessment=detect_assessment(root, parts["state"], read_devices=devices))
 
 
 def query(data: dict[str, Any], key: str) -> Any:

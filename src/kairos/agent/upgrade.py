@@ -14,7 +14,9 @@ The sequence (docs/upgrade.md has the why of each step):
    passive.img`, then one RENAME_EXCHANGE of passive.img and active.img; booted from passive,
    `transition.img → active.img`. Each step is synced and the journal checkpointed, so GRUB,
    which does not replay the journal, sees it; the initrd catches the one window where GRUB
-   and the kernel disagree (see boot-path.md).
+   and the kernel disagree (see boot-path.md). Just before the new image becomes active.img,
+   the boot assessment is armed (docs/lifecycle.md): GRUB gives the new image
+   `boot_assessment.tries` boots to be assessed good before it goes back to the passive one.
 5. `after-upgrade` stage, then reboot or power off when asked.
 
 Every phase prints `kairos-upgrade: phase NAME` (stderr and the kernel log); naming a phase
@@ -35,10 +37,10 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kairos.agent import slotfile, slotstate
 from kairos.agent.upgradesource import UpgradeSource, check_arch, device_arch
@@ -77,46 +79,58 @@ GRUB_COMPRESSIONS = ("none", "gzip", "xz", "lzo")
 # ------------------------------------------------------------------------------- phases
 
 class Phases:
-    """Phase markers with their times; a phase named in KAIROS_UPGRADE_PAUSE stops there."""
+    """Phase markers with their times; a phase named in KAIROS_UPGRADE_PAUSE stops there.
+    Reset's steps are the same machinery with other names (agent/reset.py: Steps)."""
 
-    def __init__(self, pause: str = "", *, step: bool = False,
-                 kmsg: Path | None = Path("/dev/kmsg")) -> None:
+    names: tuple[str, ...] = PHASES
+    pause_env = PAUSE_ENV
+    step_env: str | None = STEP_ENV
+    marker = MARK
+    who = "kairos-upgrade"
+    kind = "phase"
+
+    def __init__(self, pause: str = "", *, step: bool = False, kmsg: Path | None = None,
+                 hook: Callable[[str], None] | None = None) -> None:
         names = {p.strip() for p in pause.split(",") if p.strip()}
-        self.pause = set(PHASES) if names == {"all"} else names
-        unknown = self.pause - set(PHASES)
+        self.pause = set(self.names) if names == {"all"} else names
+        unknown = self.pause - set(self.names)
         if unknown:
-            raise BadInput(f"{PAUSE_ENV} names unknown phase(s): {', '.join(sorted(unknown))}",
-                           f"phases: {', '.join(PHASES)} (or all)")
+            raise BadInput(f"{self.pause_env} names unknown {self.kind}(s): "
+                           f"{', '.join(sorted(unknown))}",
+                           f"{self.kind}s: {', '.join(self.names)} (or all)")
         self.step = step
         if step:  # a stray SIGUSR1 must wait for the next pause, not kill the upgrade
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         self.kmsg = kmsg
+        self.hook = hook  # tests: called after each marker
         self.start = time.monotonic()
         self.times: dict[str, float] = {}
 
     @classmethod
-    def from_env(cls) -> Phases:
+    def from_env(cls, hook: Callable[[str], None] | None = None) -> Self:
         # The kernel log (hence the serial console) only on a device, not a build host.
         kmsg = Path("/dev/kmsg") if Path("/run/cos").is_dir() else None
-        return cls(os.environ.get(PAUSE_ENV, ""), step=os.environ.get(STEP_ENV) == "1",
-                   kmsg=kmsg)
+        step = cls.step_env is not None and os.environ.get(cls.step_env) == "1"
+        return cls(os.environ.get(cls.pause_env, ""), step=step, kmsg=kmsg, hook=hook)
 
     def mark(self, name: str) -> None:
-        assert name in PHASES, name
+        assert name in self.names, name
         if name in self.times:
             return
         self.times[name] = round(time.monotonic() - self.start, 3)
-        self._say(f"{MARK} {name}")
+        self._say(f"{self.marker} {name}")
+        if self.hook is not None:
+            self.hook(name)
         if name in self.pause:
             self._hold(name)
 
     def _hold(self, name: str) -> None:
         children = _signal_children(signal.SIGSTOP)
         if not self.step:
-            self._say(f"kairos-upgrade: paused at {name} (kill me)")
+            self._say(f"{self.who}: paused at {name} (kill me)")
             while True:
                 signal.pause()
-        self._say(f"kairos-upgrade: paused at {name} (SIGUSR1 goes on)")
+        self._say(f"{self.who}: paused at {name} (SIGUSR1 goes on)")
         signal.sigwait({signal.SIGUSR1})
         for pid in children:
             with contextlib.suppress(OSError):
@@ -168,8 +182,14 @@ class UpgradeOptions:
     size_mib: int = 0  # upgrade.system.size: reserve at least this much for the slot
     cache_max: int = DEFAULT_CACHE_MAX
     arch: str = field(default_factory=device_arch)
+    tries: int = 1  # boot_assessment.tries: boots the new image gets to be assessed good
+    force: bool = False  # apply an image that failed its boot assessment before
 
     def __post_init__(self) -> None:
+        from kairos.boot.assessment import MAX_TRIES
+        if isinstance(self.tries, bool) or not 1 <= self.tries <= MAX_TRIES:
+            raise BadInput(f"boot_assessment.tries is {self.tries!r}",
+                           f"set it to a whole number from 1 to {MAX_TRIES}")
         if self.compression not in COMPRESSIONS:
             raise BadInput(f"compression '{self.compression}' is not supported",
                            f"use one of {', '.join(COMPRESSIONS)}")
@@ -211,6 +231,7 @@ class Image:
     layer_bytes_downloaded: int = 0
     signature: str = ""
     keep_digests: set[str] = field(default_factory=set)
+    image_id: str = ""  # from its /boot/kairos-boot.cfg ("" when it names none)
 
     @property
     def version(self) -> str:
@@ -236,13 +257,15 @@ def need_space(path: Path, label: str, need: int, what: str, hint: str) -> None:
 
 
 @contextlib.contextmanager
-def _lock(persistent: Path) -> Iterator[None]:
+def lock(persistent: Path, *, wait: bool = False) -> Iterator[None]:
+    """One writer of the slots at a time (upgrade, boot assessment): `wait` blocks until the
+    other is done, else a second one is refused."""
     path = persistent / ".kairos"
     path.mkdir(mode=0o700, exist_ok=True)
     fd = os.open(path / "upgrade.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise BadInput("another upgrade is running on this device",
                            "wait for it to finish (see `kairos state`)") from None
@@ -319,20 +342,13 @@ def slot_need(tree_size: int, size_mib: int) -> int:
     return max(tree_size, size_mib << 20)
 
 
-def _squashfs_file(path: Path, name: str) -> bytes | None:
-    res = run(["unsquashfs", "-cat", str(path), name], check=False)
-    if res.returncode != 0:
-        return None
-    return res.stdout.encode()
-
-
 def check_slot_file(path: Path, arch: str) -> dict[str, str]:
     """A slot image given as a file: squashfs GRUB can read, a Kairos image, with boot files."""
     comp = squashfs_compression(path)
     if comp not in GRUB_COMPRESSIONS:
         raise BadInput(f"{path} is a squashfs compressed with {comp}, which GRUB cannot read",
                        "build the image with --compression none, gzip or xz")
-    raw = _squashfs_file(path, "etc/kairos-release")
+    raw = slotfile.squashfs_cat(path, "etc/kairos-release")
     if raw is None:
         raise BadInput(f"{path} has no /etc/kairos-release: it is not a Kairos slot image",
                        "use the rootfs.squashfs of `kairos build`")
@@ -345,6 +361,49 @@ def check_slot_file(path: Path, arch: str) -> dict[str, str]:
             raise BadInput(f"{path} has no /{rel}", "it cannot boot from a slot; "
                            "use the rootfs.squashfs of `kairos build`")
     return release
+
+
+def refuse_failed(opts: UpgradeOptions, targets: Targets, *, digest: str = "",
+                  image_id: str = "") -> None:
+    """An image whose digest or image id is in COS_STATE's failed list (it failed its boot
+    assessment here) is refused unless forced: re-applying it would only fall back again."""
+    hit = slotstate.find_failed(slotstate.load_failed(targets.state_dir), digest=digest,
+                                image_id=image_id)
+    if hit is None:
+        return
+    what = f"{hit.version or 'the image'} ({hit.digest or 'image id ' + hit.image_id})"
+    if opts.force:
+        log.warning("%s failed its boot assessment on %s; applying it anyway (--force)",
+                    what, hit.date or "an earlier boot")
+        return
+    raise BadInput(f"{what} failed its boot assessment on this device "
+                   f"({hit.date or 'date unknown'}): not applied again",
+                   "fix the image and publish a new one, or use --force to apply it anyway")
+
+
+def image_id_of_tree(tree: Path) -> str:
+    """The image id an unpacked tree names (after ensure_boot_cfg), "" when none."""
+    from kairos.artifacts.bootid import read_boot_ids
+    ids = read_boot_ids(tree)
+    return (ids.image_id or "") if ids is not None else ""
+
+
+def image_id_of_slot(path: Path) -> str:
+    ids = slotfile.slot_ids(path)
+    return (ids.image_id or "") if ids is not None else ""
+
+
+def arm_assessment(state: Path, image_id: str, tries: int) -> None:
+    """Make `image_id` the tentative image with `tries` boots, in one write of the
+    assessment's env block, checkpointed so GRUB sees it (docs/lifecycle.md "Arm")."""
+    from kairos.boot import assessment
+    if not image_id:
+        log.warning("the new image names no image id in /boot/kairos-boot.cfg: its boots "
+                    "are not assessed (rebuild it with kairos build)")
+        return
+    flags = assessment.read(state)
+    assessment.write(state, assessment.arm(flags, image_id, tries))
+    slotfile.checkpoint(state)
 
 
 def _now() -> str:
@@ -373,6 +432,8 @@ def _fetch_oci(opts: UpgradeOptions, targets: Targets, work: Path, phases: Phase
                             insecure=[ref.registry] if opts.insecure else [])
     platform = f"linux/{opts.arch}"
     manifest = client.resolve(ref, platform)
+    # Before a byte is downloaded: an image that failed its assessment is not pulled again.
+    refuse_failed(opts, targets, digest=manifest.digest)
     image = Image(digest=manifest.digest)
     if opts.verify:
         from kairos.oci.signature import verify_manifest
@@ -416,6 +477,7 @@ def _fetch_ocifile(opts: UpgradeOptions, targets: Targets, work: Path, phases: P
                        "upgrade from the registry, or drop --verify for a local archive")
     info = inspect_image(path, architecture=opts.arch)
     check_arch(info.architecture, opts.arch, str(path))
+    refuse_failed(opts, targets, digest=info.manifest_digest or "")
     size = path.stat().st_size
     need_space(targets.persistent_dir, "COS_PERSISTENT", int(size * UNPACK_FACTOR),
                f"unpacking {path.name}", "free space in /usr/local")
@@ -491,17 +553,21 @@ def _space_hint(recovery: bool) -> str:
 
 
 def _stage(targets: Targets, stage: str) -> None:
-    if targets.stage_root is None:
-        return
+    if targets.stage_root is not None:
+        run_stage_logged(targets.stage_root, stage)
+
+
+def run_stage_logged(root: Path, stage: str) -> None:
+    """A stage never stops an upgrade or a reset: its failures are logged, not raised."""
     from kairos.stages.runner import run_stage
     try:
-        report = run_stage(stage, root=targets.stage_root)
+        report = run_stage(stage, root=root)
     except KairosError as exc:
         log.warning("stage %s: %s", stage, exc.message)
         return
-    failed = [s for s in getattr(report, "steps", []) if getattr(s, "failed", False)]
-    if failed:
-        log.warning("stage %s: %d step(s) failed (see `kairos state`)", stage, len(failed))
+    if report.failed:
+        log.warning("stage %s: %d step(s) failed (see `kairos state`)", stage,
+                    len(report.failed))
 
 
 # ------------------------------------------------------------------------------- write
@@ -581,8 +647,10 @@ def _current(part: Path, files: dict[str, str]) -> dict[str, slotstate.ImageReco
         return dict.fromkeys(files)
 
 
-def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Phases) -> None:
-    """Make transition.img active in one atomic step (see the module doc)."""
+def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Phases,
+                arm: Callable[[], None] | None = None) -> None:
+    """Make transition.img active in one atomic step (see the module doc). `arm` runs just
+    before the step that makes the new image active.img (boot assessment)."""
     files = {"active": ACTIVE_IMG, "passive": PASSIVE_IMG}
     current = _current(state, files)
     transition, active, passive = state / TRANSITION_IMG, state / ACTIVE_IMG, state / PASSIVE_IMG
@@ -598,6 +666,8 @@ def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Ph
     slotfile.checkpoint(state)
     phases.mark("records-written")
     if booted == "passive" or not active.exists():
+        if arm is not None:
+            arm()
         _replace(transition, active)
     else:
         _replace(transition, passive)
@@ -605,6 +675,8 @@ def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Ph
         transition.unlink(missing_ok=True)
         slotfile.checkpoint(state)
         phases.mark("staged")
+        if arm is not None:
+            arm()
         slotfile.exchange(passive, active)
         slotfile.fsync_dir(active.parent)
     phases.mark("flipped")
@@ -612,6 +684,21 @@ def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Ph
     transition.unlink(missing_ok=True)  # the replaced image, when there was one
     slotfile.checkpoint(state)
     phases.mark("checkpointed")
+
+
+def swap_slots(state: Path) -> None:
+    """Exchange active.img and passive.img for good, as the flip does: records first (each
+    follows its file), then one RENAME_EXCHANGE, each step checkpointed so GRUB sees it. A
+    cut anywhere leaves either order whole; the caller decides whether to run it again."""
+    current = _current(state, {"active": ACTIVE_IMG, "passive": PASSIVE_IMG})
+    swapped = {"active": current["passive"], "passive": current["active"]}
+    roles = {k: v for k, v in swapped.items() if v is not None}
+    slotstate.save(state, "COS_STATE", roles,
+                   slotstate.others(slotstate.read_doc(state), "COS_STATE", roles))
+    slotfile.checkpoint(state)
+    slotfile.exchange(state / PASSIVE_IMG, state / ACTIVE_IMG)
+    slotfile.fsync_dir(state / "cOS")
+    slotfile.checkpoint(state)
 
 
 def _replace(new: Path, target: Path) -> None:
@@ -671,7 +758,7 @@ def upgrade(opts: UpgradeOptions, targets: Targets, phases: Phases | None = None
     work = targets.persistent_dir / WORK_DIR
     result = UpgradeResult(str(opts.source), "recovery" if opts.recovery else "active",
                            targets.booted)
-    with _lock(targets.persistent_dir):
+    with lock(targets.persistent_dir):
         _clear_scratch(work)
         work.mkdir(parents=True, mode=0o700)
         try:
@@ -680,10 +767,13 @@ def upgrade(opts: UpgradeOptions, targets: Targets, phases: Phases | None = None
                 phases.mark("unpacked")
                 image.release = check_tree(image.tree, opts.arch)
                 _ensure_boot_id(image.tree)
+                image.image_id = image_id_of_tree(image.tree)
                 need = slot_need(tree_bytes(image.tree), opts.size_mib)
             else:
                 assert image.slot_file is not None
+                image.image_id = image_id_of_slot(image.slot_file)
                 need = image.slot_file.stat().st_size
+            refuse_failed(opts, targets, digest=image.digest, image_id=image.image_id)
             _write_and_flip(opts, targets, slot_dir, image, need, phases, result)
         finally:
             _clear_scratch(work)
@@ -718,11 +808,12 @@ def _write_and_flip(opts: UpgradeOptions, targets: Targets, slot_dir: Path, imag
         record = slotstate.record_file(
             transition, source=str(opts.source), digest=image.digest, sha256=sha,
             version=image.version, arch=image.release.get("KAIROS_ARCH", image.arch),
-            date=_now())
+            date=_now(), image_id=image.image_id)
         if opts.recovery:
-            flip_recovery(slot_dir, record, phases)
+            flip_recovery(slot_dir, record, phases)  # recovery boots are never assessed
         else:
-            flip_system(slot_dir, record, targets.booted, phases)
+            flip_system(slot_dir, record, targets.booted, phases,
+                        arm=lambda: arm_assessment(slot_dir, image.image_id, opts.tries))
     result.digest, result.version, result.arch = image.digest, record.version, record.arch
     result.slot_sha256, result.slot_size = sha, record.size
     result.bytes_downloaded = image.bytes_downloaded

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from kairos.boot import assessment
 from kairos.errors import BadInput
 
 STATE_LABEL = "COS_STATE"
@@ -26,10 +27,12 @@ ENV_VARS = (
     "extra_cmdline", "extra_active_cmdline", "extra_passive_cmdline", "extra_recovery_cmdline",
 )
 
-# Set by sourcing the image's /boot/kairos-boot.cfg (artifacts/bootid.py), passed to the
-# initrd as kairos.boot_id= so it can tell which file the kernel was loaded from.
+# Set by sourcing the image's /boot/kairos-boot.cfg (artifacts/bootid.py): the boot id is
+# passed to the initrd as kairos.boot_id= so it can tell which file the kernel was loaded
+# from; the image id is what the boot assessment judges (boot/assessment.py).
 BOOT_CFG = "boot/kairos-boot.cfg"
 BOOT_ID_VAR = "kairos_boot_id"
+IMAGE_ID_VAR = assessment.IMAGE_ID_VAR
 BOOT_ARG_VAR = "kairos_boot_arg"
 
 COMMON_CMDLINE = ("console=tty1 console=ttyS0,115200 panic=5 rd.emergency=reboot "
@@ -47,12 +50,16 @@ class MenuEntry:
     root_label: str
     extra_vars: tuple[str, ...]
     extra_args: str = ""
+    # Slot entries refuse a failed image and count a tentative one's boots; the recovery
+    # entries never refuse: they are what is left when both slots are.
+    assessed: bool = False
 
 
 ENTRIES: tuple[MenuEntry, ...] = (
-    MenuEntry("cos", "", "state", "/cOS/active.img", "COS_ACTIVE", ("extra_active_cmdline",)),
+    MenuEntry("cos", "", "state", "/cOS/active.img", "COS_ACTIVE", ("extra_active_cmdline",),
+              assessed=True),
     MenuEntry("fallback", " (fallback)", "state", "/cOS/passive.img", "COS_PASSIVE",
-              ("extra_passive_cmdline",)),
+              ("extra_passive_cmdline",), assessed=True),
     MenuEntry("recovery", " recovery", "recovery", "/cOS/recovery.squashfs", "COS_SYSTEM",
               ("extra_recovery_cmdline",)),
     MenuEntry("statereset", " state reset (auto)", "recovery", "/cOS/recovery.squashfs",
@@ -127,6 +134,13 @@ def _entry(entry: MenuEntry) -> str:
     args = (f"root=LABEL={entry.root_label} cos-img/filename={entry.image} {COMMON_CMDLINE}"
             + (f" {entry.extra_args}" if entry.extra_args else "")
             + f" ${{{BOOT_ARG_VAR}}} {extra}")
+    load = f"linux (loop0)/boot/vmlinuz {args}\ninitrd (loop0)/boot/initrd\n"
+    if entry.assessed:
+        # A refused image loads no kernel: the entry fails and GRUB takes the next one of
+        # `fallback` (cos, then fallback, then recovery).
+        load = (assessment.render_fragment(entry.id, indent="")
+                + f'if [ -n "${{{assessment.BOOT_VAR}}}" ]; then\n'
+                + "".join(f"  {line}\n" for line in load.splitlines()) + "fi\n")
     return (
         f'menuentry "${{display_name}}{entry.title_suffix}" --id {entry.id} {{\n'
         f'  echo "kairos-grub: booting {entry.id} ({entry.image})"\n'
@@ -136,13 +150,13 @@ def _entry(entry: MenuEntry) -> str:
         # The id of the kernel and initrd read from this very loop device (artifacts/bootid):
         # `source` runs in the entry's own scope, so the variable is set right here.
         f"  set {BOOT_ID_VAR}=\n"
+        f"  set {IMAGE_ID_VAR}=\n"
         f'  if [ -f "(loop0)/{BOOT_CFG}" ]; then source "(loop0)/{BOOT_CFG}"; fi\n'
         f"  set {BOOT_ARG_VAR}=\n"
         f'  if [ -n "${{{BOOT_ID_VAR}}}" ]; then '
         f'set {BOOT_ARG_VAR}="kairos.boot_id=${{{BOOT_ID_VAR}}}"; fi\n'
-        f"  linux (loop0)/boot/vmlinuz {args}\n"
-        "  initrd (loop0)/boot/initrd\n"
-        "}\n"
+        + "".join(f"  {line}\n" for line in load.splitlines())
+        + "}\n"
     )
 
 
@@ -201,14 +215,21 @@ else
   set display_name="{o.title}"
 fi
 
-# Later hooks (boot assessment) may adjust the selection from COS_STATE:/grubcustom.
+# Boot assessment (boot/assessment.py): the slot entries read and write this block
+# themselves (an entry refused before them may have just changed it).
+set {assessment.FILE_VAR}=
+if [ -f "($state)/{assessment.ENV_FILE}" ]; then
+  set {assessment.FILE_VAR}="($state)/{assessment.ENV_FILE}"
+fi
+
+# Local hooks may adjust the selection from COS_STATE:/grubcustom.
 if [ -f "($state)/grubcustom" ]; then
   source "($state)/grubcustom"
 fi
 
 # Menu entries run in their own scope: only exported variables reach them.
 export state recovery selected_entry extra_cmdline extra_active_cmdline
-export extra_passive_cmdline extra_recovery_cmdline
+export extra_passive_cmdline extra_recovery_cmdline {assessment.FILE_VAR}
 
 """
     return head + "\n".join(_entry(e) for e in ENTRIES)

@@ -26,6 +26,9 @@ VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.bootentry_cmd",
     "kairos.cli.upgrade_cmd",
     "kairos.cli.sign_cmd",
+    "kairos.cli.rollback_cmd",
+    "kairos.cli.reset_cmd",
+    "kairos.cli.assess_cmd",
 )
 # Which module registers each verb: a device runs `kairos run-stage` several times per boot
 # under a slow CPU, so only the chosen verb's module is imported.
@@ -42,6 +45,9 @@ VERB_OWNERS: dict[str, str] = {
     "bootentry": "kairos.cli.bootentry_cmd",
     "upgrade": "kairos.cli.upgrade_cmd",
     "sign": "kairos.cli.sign_cmd",
+    "rollback": "kairos.cli.rollback_cmd",
+    "reset": "kairos.cli.reset_cmd",
+    "assess": "kairos.cli.assess_cmd",
 }
 
 log = logging.getLogger("kairos")

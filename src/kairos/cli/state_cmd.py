@@ -1,5 +1,5 @@
-"""`kairos state [--json]` and `kairos state get KEY`: the running device's boot, partitions
-and slot images."""
+"""`kairos state [--json]` and `kairos state get KEY`: the running device's boot, partitions,
+slot images and boot assessment."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ def register(sub: Any) -> None:
                     "recovery_boot, livecd_boot, autoreset_boot or unknown), its Kairos "
                     "partitions and /etc/kairos-release, as kairos-agent state does, and "
                     "under 'images' what each slot file (active, passive, recovery) holds: "
-                    "version, source, OCI digest, sha256, from the records on its partition.")
+                    "version, source, OCI digest, sha256, from the records on its partition, "
+                    "and under 'assessment' the boot assessment: the image on trial and its "
+                    "tries, the image GRUB refuses, the images that failed, whether this "
+                    "device runs the previous image after a failed upgrade (upgrade_failure) "
+                    "and this boot's verdict and checks.")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     p.set_defaults(func=show_state)

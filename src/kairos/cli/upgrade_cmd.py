@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", default=None,
                    help="refuse an image without a valid signature (upgrade.public-key)")
     p.add_argument("--public-key", help="PEM public key file for --verify")
+    p.add_argument("--force", action="store_true",
+                   help="apply the image even if it failed its boot assessment on this "
+                        "device before (it is on trial again)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     # Offline and test use: act on partitions mounted elsewhere instead of the running device.
     for flag in ("--state-dir", "--persistent-dir", "--recovery-dir", "--oem-dir",
@@ -87,6 +90,18 @@ def _public_key(args: argparse.Namespace, cfg: Any) -> str:
     return text
 
 
+def _tries(cfg: Any) -> int:
+    """boot_assessment.tries: boots the new image gets to be assessed good (1-9)."""
+    from kairos.boot.assessment import DEFAULT_TRIES, MAX_TRIES
+    value = cfg.get("boot_assessment.tries")
+    if value is None:
+        return int(DEFAULT_TRIES)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TRIES:
+        raise BadInput(f"boot_assessment.tries is {value!r} in cloud-config",
+                       f"set it to a whole number from 1 to {MAX_TRIES}")
+    return value
+
+
 def options(args: argparse.Namespace, cfg: Any) -> Any:
     from kairos.agent.upgrade import UpgradeOptions
     from kairos.agent.upgradesource import parse_source
@@ -98,7 +113,8 @@ def options(args: argparse.Namespace, cfg: Any) -> Any:
         insecure=bool(_pick(args.allow_insecure_registries, cfg,
                             "upgrade.allow-insecure-registries", False)),
         verify=bool(_pick(args.verify, cfg, "upgrade.verify", False)),
-        public_key=_public_key(args, cfg), size_mib=int(size))
+        public_key=_public_key(args, cfg), size_mib=int(size), tries=_tries(cfg),
+        force=bool(args.force))
 
 
 @contextlib.contextmanager

@@ -44,10 +44,13 @@ from kairos.early.stage import main
 sys.exit(main())
 """
 UNITS = ("cos-setup-fs.service", "cos-setup-boot.service", "cos-setup-network.service",
-         "cos-setup-reconcile.service", "cos-setup-reconcile.timer", "kairos-ssh-keygen.service")
+         "cos-setup-reconcile.service", "cos-setup-reconcile.timer", "kairos-ssh-keygen.service",
+         "kairos-boot-assessment.service", "kairos-reset.service")
 ENABLE = {"sysinit.target": ("cos-setup-fs.service",),
           "multi-user.target": ("cos-setup-boot.service", "cos-setup-network.service",
-                                "kairos-ssh-keygen.service", "ssh.service",
+                                "kairos-ssh-keygen.service", "kairos-boot-assessment.service",
+                                "kairos-reset.service",
+                                "ssh.service",
                                 "systemd-networkd.service", "systemd-resolved.service"),
           "timers.target": ("cos-setup-reconcile.timer",)}
 # Paths that must exist on the read-only root: mount points and persistent bind targets.

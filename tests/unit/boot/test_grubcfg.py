@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kairos.boot.assessment import render_fragment
 from kairos.boot.grubcfg import (
     CFG_MARKER,
     GrubCfgOptions,
@@ -60,18 +61,51 @@ def test_entries_pass_the_boot_id_of_the_image_they_loaded() -> None:
         lines = [line.strip() for line in body.splitlines()]
         loop = next(i for i, line in enumerate(lines) if line.startswith("loopback loop0 "))
         linux = next(i for i, line in enumerate(lines) if line.startswith("linux "))
-        assert lines[loop + 1:linux] == [
+        assert lines[loop + 1:loop + 6] == [
             "set kairos_boot_id=",
+            "set kairos_image_id=",  # an image without the line is not judged by another's id
             'if [ -f "(loop0)/boot/kairos-boot.cfg" ]; then '
             'source "(loop0)/boot/kairos-boot.cfg"; fi',
             "set kairos_boot_arg=",
             'if [ -n "${kairos_boot_id}" ]; then '
             'set kairos_boot_arg="kairos.boot_id=${kairos_boot_id}"; fi',
         ], entry_id
+        # the recovery entries load right away; the slot entries first run the assessment
+        assert (linux == loop + 6) == (entry_id in ("recovery", "statereset")), entry_id
         # before the grubenv extras: the initrd takes the last one, so they can override it
         assert lines[linux].split().index("${kairos_boot_arg}") \
             < lines[linux].split().index("${extra_cmdline}")
         assert "kairos.boot_id=" not in lines[linux]  # never an empty one
+
+
+def test_slot_entries_load_only_an_image_the_assessment_lets_boot() -> None:
+    found = entries(render_grub_cfg())
+    for entry_id in ("cos", "fallback"):
+        body = found[entry_id]
+        fragment = render_fragment(entry_id, indent="  ")
+        assert fragment in body
+        assert body.index("source ") < body.index(fragment)
+        guarded = ('  if [ -n "${kairos_boot}" ]; then\n    linux (loop0)/boot/vmlinuz ')
+        assert body.index(fragment) + len(fragment) == body.index(guarded)
+        assert body.count("linux ") == 1 and body.count("initrd ") == 1
+        assert f"kairos-grub: refusing {entry_id}: " in body
+    for entry_id in ("recovery", "statereset"):
+        assert "kairos_boot}" not in found[entry_id]
+        assert "save_env" not in found[entry_id] and "load_env" not in found[entry_id]
+
+
+def test_the_assessment_block_path_is_found_once_and_exported() -> None:
+    cfg = render_grub_cfg()
+    head = cfg[:cfg.index("menuentry ")]
+    assert 'if [ -f "($state)/boot_assessment" ]; then\n' \
+           '  set kairos_assess_file="($state)/boot_assessment"\n' in head
+    assert head.index("set kairos_assess_file=\n") < head.index('if [ -f "($state)/boot_a')
+    # after grubenv: a variable there cannot point the entries at another block
+    assert head.index('load_env --file "$env_file"') < head.index("set kairos_assess_file=")
+    exported = " ".join(line for line in cfg.splitlines() if line.startswith("export "))
+    assert "kairos_assess_file" in exported.split()
+    # GRUB 2.06 script has no arithmetic: every number the entries write is spelled out
+    assert "$((" not in cfg and "expr" not in cfg
 
 
 def test_selection_one_shot_then_saved_then_cos() -> None:

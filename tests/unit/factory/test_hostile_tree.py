@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kairos.artifacts.bootid import compute_image_id, render_boot_cfg
 from kairos.errors import BadInput, KairosError
 from kairos.factory import base, kairosify, treefs
 from kairos.factory.release import Release
@@ -122,7 +123,8 @@ def test_kairosify_never_writes_through_links_out_of_the_tree(
     assert (inner / "boot/initrd").stat().st_size > 0
     assert (inner / "boot/vmlinuz").read_text() == "kernel\n"
     boot_id = hashlib.sha256(b"kernel\n" + (inner / "boot/initrd").read_bytes()).hexdigest()
-    assert (inner / "boot/kairos-boot.cfg").read_text() == f"set kairos_boot_id={boot_id[:32]}\n"
+    assert (inner / "boot/kairos-boot.cfg").read_text() == render_boot_cfg(
+        boot_id[:32], compute_image_id(root, boot_id[:32]))
     assert not (inner / "boot/initrd.img-old").exists()
     assert (inner / "python/python/kairos/cli/__init__.py").is_file()  # the agent, inside
     wrapper = root / "usr/bin/kairos"  # a link leading nowhere inside: replaced by our file
