@@ -220,8 +220,10 @@ def test_failing_upgrade_falls_back_to_v1(guest: VM, v1: Image, v2: Image) -> No
         assert env.get("kairos_failed") == v2_id and not env.get("kairos_tentative"), env
 
     with _chained("re-applying a failed image"):
+        _mount_media(guest)  # the reboot dropped the mount under /run
         code, out, err = _upgrade(guest, "v2 again, no --force", f"file:{MEDIA}/v2.squashfs")
         assert code == 2, f"a failed image was re-applied without --force: {code}\n{err}"
+        assert "--force" in err, err  # refused for being failed, not for anything else
         assert _active_version(state(guest)) == v1.version
         code, out, err = _upgrade(guest, "v2 again, --force", f"file:{MEDIA}/v2.squashfs",
                                   "--force")
