@@ -30,12 +30,10 @@ from typing import Any
 
 import pytest
 
-from kairos.run import run
-from kairos.vm.config import VMConfig
 from kairos.vm.machine import BOOT_MARKER, VM
 from kairos.vm.serial import tail
 from tests.helpers import BOOT_TIMEOUT, state
-from tests.vm.upgrade_images import media_disk
+from tests.vm.upgrade_images import media_disk, overlay_guest
 
 # Several boots under TCG (~40-60 s each): not yet timed for CI, so it runs when asked.
 pytestmark = [pytest.mark.vm, pytest.mark.skipif(
@@ -90,19 +88,13 @@ def media(default_image: dict[str, Any], v2_image: dict[str, Any],
 @pytest.fixture(scope="module")
 def guest(disk_image: Path, media: Path, keypair: tuple[Path, Path],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
-    work = tmp_path_factory.mktemp("lifecycle-vm")
-    disk = work / "disk.qcow2"
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk_image),
-         str(disk)])
-    machine = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos",
-                          extra_disks=(media,), serial_log=work / "serial.log"))
-    machine.start()
-    try:
-        RUN.timings["boot v1"] = {"to_ssh_s": round(machine.wait_for_ssh(BOOT_TIMEOUT), 1)}
-        yield machine
-    finally:
-        print(_timing_table())
-        machine.close()
+    with overlay_guest(disk_image, media, keypair[0],
+                       tmp_path_factory.mktemp("lifecycle-vm")) as machine:
+        try:
+            RUN.timings["boot v1"] = {"to_ssh_s": round(machine.wait_for_ssh(BOOT_TIMEOUT), 1)}
+            yield machine
+        finally:
+            print(_timing_table())
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -40,14 +40,12 @@ from typing import Any
 
 import pytest
 
-from kairos.run import run
-from kairos.vm.config import VMConfig
 from kairos.vm.machine import BOOT_MARKER, VM
 from kairos.vm.serial import tail
 from tests.helpers import BOOT_TIMEOUT, state
 from tests.registry import Registry, TokenServer, push, registry, write_auth_file
 from tests.vm.conftest import assert_no_failed_steps
-from tests.vm.upgrade_images import media_disk
+from tests.vm.upgrade_images import media_disk, overlay_guest
 
 # Four upgrades under TCG (three of them unpack and squash ~650 MB) and five boots: not yet
 # measured against the CI budget, so it runs when asked (KAIROS_TEST_UPGRADE_VM=1).
@@ -173,20 +171,13 @@ def token_registry(default_image: dict[str, Any], tmp_path_factory: pytest.TempP
 def guest(disk_image: Path, media: Path, keypair: tuple[Path, Path],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     """v1 booted from a qcow2 overlay on the session's disk, the media disk attached."""
-    work = tmp_path_factory.mktemp("upgrade-vm")
-    disk = work / "disk.qcow2"
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk_image),
-         str(disk)])
-    machine = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos",
-                          extra_disks=(media,), serial_log=work / "serial.log"))
-    machine.start()
-    try:
-        took = machine.wait_for_ssh(BOOT_TIMEOUT)
-        RUN.timings["boot v1"] = {"to_ssh_s": round(took, 1)}
-        yield machine
-    finally:
-        print(_timing_table())
-        machine.close()
+    with overlay_guest(disk_image, media, keypair[0],
+                       tmp_path_factory.mktemp("upgrade-vm")) as machine:
+        try:
+            RUN.timings["boot v1"] = {"to_ssh_s": round(machine.wait_for_ssh(BOOT_TIMEOUT), 1)}
+            yield machine
+        finally:
+            print(_timing_table())
 
 
 # ------------------------------------------------------------------------------ helpers

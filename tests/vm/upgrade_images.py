@@ -22,6 +22,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from kairos.run import run
+from kairos.vm.config import VMConfig
+from kairos.vm.machine import VM
 from tests.helpers import CACHE_DIR, kairos
 
 V2_VERSION = "0.2.0"
@@ -122,3 +125,19 @@ def media_disk(files: dict[str, Path], dest: Path, *, label: str = "KAIROS_MEDIA
 
 
 __all__ = ["V2_CACHE", "V2_VERSION", "build_v2", "file_sha256", "media_disk", "seed_cache"]
+
+
+@contextlib.contextmanager
+def overlay_guest(disk_image: Path, media: Path, key: Path, work: Path) -> Iterator[VM]:
+    """A guest booted from a qcow2 overlay on the session's v1 disk (never written), with the
+    media disk attached; closed on every path."""
+    disk = work / "disk.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk_image),
+         str(disk)])
+    machine = VM(VMConfig(disk=disk, ssh_key=key, ssh_user="kairos", extra_disks=(media,),
+                          serial_log=work / "serial.log"))
+    machine.start()
+    try:
+        yield machine
+    finally:
+        machine.close()
