@@ -108,6 +108,10 @@ class _Layer:
         # In-root paths this layer wrote, plus their parents: whiteouts and opaque markers
         # only hide what lower layers left.
         self.seen: set[str] = set()
+        # Parent paths already resolved and made real directories → their in-root parts.
+        # Only a removal can change what a made directory resolves to, so every removal
+        # empties it; it saves a few lstat calls per entry, most of the per-entry cost.
+        self.dirs: dict[str, list[str]] = {}
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -168,9 +172,24 @@ class _Layer:
                     "directory, but it is not", "the image's layers do not fit together")
 
     def _mark(self, rel: str) -> None:
-        parts = rel.split("/")
-        for i in range(1, len(parts) + 1):
-            self.seen.add("/".join(parts[:i]))
+        # `seen` always holds a path's parents with it: stop at the first one already there.
+        while rel and rel not in self.seen:
+            self.seen.add(rel)
+            rel = rel.rpartition("/")[0]
+
+    def _parent_dir(self, parts: list[str], name: str) -> list[str]:
+        """The in-root parts of directory `parts`, made a real directory if missing."""
+        key = "/".join(parts)
+        if (known := self.dirs.get(key)) is not None:
+            return known
+        parent = self._resolve(parts, name)
+        self._ensure_dir(parent, name)
+        self.dirs[key] = parent
+        return parent
+
+    def _drop(self, path: str) -> None:
+        self.dirs.clear()
+        _remove(path)
 
     # -- entries -------------------------------------------------------------------------
 
@@ -179,17 +198,16 @@ class _Layer:
         if not parts:
             return  # the root itself: its mode belongs to whoever unpacks
         *parent_parts, name = parts
-        parent = self._resolve(parent_parts, member.name)
+        if name.startswith(WHITEOUT) and name != OPAQUE:
+            self._whiteout(self._resolve(parent_parts, member.name), name[len(WHITEOUT):],
+                           member.name)
+            return
+        parent = self._parent_dir(parent_parts, member.name)
         if name == OPAQUE:
-            self._ensure_dir(parent, member.name)
             if parent:
                 self._mark("/".join(parent))
             self._prune(os.path.join(self.root, *parent), "/".join(parent))
             return
-        if name.startswith(WHITEOUT):
-            self._whiteout(parent, name[len(WHITEOUT):], member.name)
-            return
-        self._ensure_dir(parent, member.name)
         rel = "/".join([*parent, name])
         self._mark(rel)
         self._make(member, os.path.join(self.root, rel), rel, tf)
@@ -202,7 +220,7 @@ class _Layer:
             return  # the same layer's own entry: whiteouts only hide lower layers
         host = os.path.join(self.root, rel)
         if os.path.lexists(host):
-            _remove(host)
+            self._drop(host)
 
     def _prune(self, host: str, rel: str) -> None:
         """Opaque directory: drop what lower layers put here, keep this layer's entries."""
@@ -210,7 +228,7 @@ class _Layer:
             crel = f"{rel}/{child}" if rel else child
             chost = os.path.join(host, child)
             if crel not in self.seen:
-                _remove(chost)
+                self._drop(chost)
             elif os.path.isdir(chost) and not os.path.islink(chost):
                 self._prune(chost, crel)
 
@@ -222,7 +240,7 @@ class _Layer:
         if member.isdir():
             if existing is None or not stat.S_ISDIR(existing.st_mode):
                 if existing is not None:
-                    _remove(target)
+                    self._drop(target)
                 os.mkdir(target, 0o700)
             self._meta(member, target, rel)
             self.state.dir_times[rel] = int(member.mtime)
@@ -232,11 +250,11 @@ class _Layer:
             if source == target:
                 return
             if existing is not None:
-                _remove(target)
+                self._drop(target)
             os.link(source, target, follow_symlinks=False)
             return  # a hard link shares the inode: its metadata came with the first name
         if existing is not None:
-            _remove(target)
+            self._drop(target)
         if member.isreg():
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)

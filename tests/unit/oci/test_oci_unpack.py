@@ -129,6 +129,36 @@ def test_symlink_escape_in_later_layer(tmp_path: Path) -> None:
         unpack_image(tmp_path / "img" / "layout", tmp_path / "dest")
 
 
+def test_symlink_replacing_a_directory_in_the_same_layer(tmp_path: Path) -> None:
+    # The applier remembers directories it has made; a link that replaces one later in the
+    # same layer must be followed (and refused) for the entries after it, not bypassed.
+    make_image(tmp_path / "img", [[
+        Entry("a", "dir"), Entry("a/first", data=b"1"),
+        Entry("a", "symlink", target="../../.."), Entry("a/tmp/escape", data=b"x")]])
+    with pytest.raises(BadInput, match=r"layer 1/1.*outside"):
+        unpack_image(tmp_path / "img" / "layout", tmp_path / "dest")
+    make_image(tmp_path / "img2", [[
+        Entry("etc", "dir"), Entry("a", "dir"), Entry("a/first", data=b"1"),
+        Entry("a", "symlink", target="/etc"), Entry("a/second", data=b"2")]])
+    dest = tmp_path / "dest2"
+    unpack_image(tmp_path / "img2" / "layout", dest)
+    assert (dest / "etc" / "second").read_bytes() == b"2"
+    assert os.readlink(dest / "a") == "/etc"
+
+
+def test_gzip_in_process_without_the_tool(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A base without a gzip binary still unpacks (in-process), with the same result.
+    import kairos.oci.unpack as unpack
+    tree = make_tree(tmp_path / "tree")
+    layer = write_layer(tree, tmp_path / "layer", mtime=EPOCH, compress="gzip")
+    write_image([layer], tmp_path / "layout", ref="rt:1",
+                config=ImageConfig(created_epoch=EPOCH))
+    monkeypatch.setattr(unpack.shutil, "which", lambda _name: None)
+    unpack_image(tmp_path / "layout", tmp_path / "dest", ref="rt:1")
+    assert snapshot(tmp_path / "dest") == snapshot(tree)
+
+
 def test_absolute_symlinks_stay_inside_the_root(tmp_path: Path) -> None:
     name = f"kairos-oci-test-{uuid.uuid4().hex}"
     make_image(tmp_path / "img", [
