@@ -16,6 +16,7 @@ log = logging.getLogger("kairos.run")
 
 # Which Debian package provides a tool, so a missing one gets an exact hint.
 TOOL_PACKAGES: dict[str, str] = {
+    "depmod": "kmod",
     "debootstrap": "debootstrap",
     "mksquashfs": "squashfs-tools",
     "unsquashfs": "squashfs-tools",

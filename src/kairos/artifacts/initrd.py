@@ -61,7 +61,7 @@ def _version_key(v: str) -> list[object]:
     return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", v)]
 
 
-def _module_index(moddir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+def module_index(moddir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Map module name → relative path, and relative path → its dependency paths."""
     deps: dict[str, list[str]] = {}
     names: dict[str, str] = {}
@@ -83,7 +83,7 @@ def _module_index(moddir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
 
 def resolve_modules(moddir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
     """Module paths in load order (each after its dependencies), skipping unknown names."""
-    names, deps = _module_index(moddir)
+    names, deps = module_index(moddir)
     order: list[str] = []
 
     def visit(mod: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kairos.errors import BadInput
 from kairos.factory.bases import parse_base
+from kairos.factory.trim import Trim
 
 DEFAULT_CACHE = "/var/cache/kairos"
 BASE_MAX_AGE_ENV = "KAIROS_BASE_MAX_AGE"
@@ -41,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="fetch a debian:* base again once it is older than DAYS days "
                         f"(default {BASE_MAX_AGE_ENV} or 7; 0: at every build; "
                         "'never': keep it until --refresh-base)")
+    p.add_argument("--modules-exclude", action="append", default=[], metavar="REGEX",
+                   help="remove kernel modules whose path below kernel/ without .ko "
+                        "(e.g. drivers/gpu/drm/i915/i915) matches this Python regex "
+                        "(re.search; repeatable); dependencies of kept modules and the "
+                        "initrd's modules always stay")
+    p.add_argument("--modules-include", action="append", default=[], metavar="REGEX",
+                   help="keep the modules this regex matches even when --modules-exclude "
+                        "matched them (repeatable)")
+    p.add_argument("--remove-files", action="append", default=[], metavar="GLOB",
+                   help="remove what this absolute in-image glob matches, e.g. "
+                        "/usr/share/doc or '/usr/share/locale/*' (repeatable; links are "
+                        "removed, never followed)")
     p.add_argument("--no-oci", action="store_true", help="skip the OCI image output")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_build)
@@ -78,6 +91,13 @@ def base_max_age(option: str | None, env: Mapping[str, str]) -> float | None:
     return days
 
 
+def trim_options(args: argparse.Namespace) -> Trim:
+    """The trim options given (BadInput for a bad regex or glob, before any work)."""
+    return Trim(modules_exclude=tuple(args.modules_exclude),
+                modules_include=tuple(args.modules_include),
+                remove_files=tuple(args.remove_files))
+
+
 def run_build(args: argparse.Namespace) -> int:
     from kairos.factory.build import BuildOptions, build
     opts = BuildOptions(
@@ -86,7 +106,8 @@ def run_build(args: argparse.Namespace) -> int:
         extra_packages=tuple(args.packages), compression=args.compression,
         source_date_epoch=source_date_epoch(os.environ), rebuild=args.rebuild,
         refresh_base=args.refresh_base, oci=not args.no_oci, init=args.init,
-        base_max_age_days=base_max_age(args.base_max_age, os.environ))
+        base_max_age_days=base_max_age(args.base_max_age, os.environ),
+        trim=trim_options(args))
     result = build(opts)
     if args.json:
         json.dump(asdict(result), sys.stdout, indent=2)
@@ -98,6 +119,10 @@ def run_build(args: argparse.Namespace) -> int:
               f"({_days(result.base_age_days)} old)")
         print(f"  slot image  {result.rootfs} ({result.rootfs_size / 2**20:.0f} MiB)"
               f"  sha256:{result.rootfs_sha256[:16]}…")
+        if "modules_removed" in result.trim:
+            t = result.trim
+            print(f"  trimmed     {t['modules_removed']} modules, {t['files_removed']} files, "
+                  f"{t['bytes_freed'] / 2**20:.0f} MiB")
         if result.oci_archive:
             print(f"  OCI archive {result.oci_archive}  {result.oci_digest}")
         print("  steps: " + ", ".join(f"{k} {v}" for k, v in result.steps.items()))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kairos.artifacts.rootfs import make_squashfs, sha256_file
 from kairos.disk.mounts import remove_tree
@@ -23,6 +24,7 @@ from kairos.factory.cache import StepCache, fingerprint_path, hash_tree, input_k
 from kairos.factory.inits import check_choice, resolve_init, static_init
 from kairos.factory.kairosify import PKG_DIR, kairosify
 from kairos.factory.release import Release
+from kairos.factory.trim import Trim, TrimReport, trim_tree
 from kairos.run import require, run
 from kairos.safefs import rename_exchange, resolve_in_root
 from kairos.ui import step
@@ -51,6 +53,7 @@ class BuildOptions:
     variant: str = "core"
     init: str = "auto"  # systemd | openrc | auto (systemd for debian:*, else the base's own)
     base_max_age_days: float | None = DEFAULT_BASE_MAX_AGE  # None: never refresh by age
+    trim: Trim = field(default_factory=Trim)  # modules and files removed before kairosify
 
 
 @dataclass
@@ -71,6 +74,7 @@ class BuildResult:
     base_made: str = ""  # when the base tree was fetched (UTC, ISO 8601)
     base_age_days: int = 0
     steps: dict[str, str] = field(default_factory=dict)  # step → "built" | "cached"
+    trim: dict[str, Any] = field(default_factory=dict)  # options and counts; {}: none
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Context:
     init: str | None = None  # None until known: read from the base tree for auto + a tree
     clock: Callable[[], float] = time.time
     base_made: float | None = None  # when the base step used was made
+    trim_report: TrimReport | None = None  # what trimming removed (also from the cache)
 
     def __post_init__(self) -> None:
         if self.init is None:
@@ -94,8 +99,10 @@ class Context:
 
     @property
     def lineage(self) -> str:
-        """Builds of the same base and init replace each other's cached steps; others stay."""
-        return f"{self.opts.base} {self.service_manager}"
+        """Builds of the same base, init and trim replace each other's cached steps; others
+        stay. An untrimmed build's lineage is the one from before trimming existed."""
+        line = f"{self.opts.base} {self.service_manager}"
+        return line if self.opts.trim.empty else f"{line} trim:{self.opts.trim.key}"
 
     def packages(self) -> list[str]:
         return sorted({*required_packages(self.service_manager), self.opts.kernel_package,
@@ -206,18 +213,53 @@ def _release(ctx: Context, tree: Path) -> Release:
                    rel.get("ID", "linux"))
 
 
+TRIM_REPORT = "trim.json"  # beside the kairosify step's tree: what trimming removed
+
+
+def kairosify_key(ctx: Context, release: Release, prev_key: str) -> str:
+    """The kairosify step's key; the trim options are in it only when there are some, so an
+    untrimmed build keeps the key (and the cached steps) it had before trimming existed."""
+    trim = () if ctx.opts.trim.empty else (f"trim:{ctx.opts.trim.key}",)
+    return input_key("kairosify", prev_key, hash_tree(PKG_DIR), asdict(release),
+                     ctx.opts.source_date_epoch, ctx.service_manager, *trim)
+
+
+def _trim(ctx: Context, tree: Path, out: Path) -> None:
+    with step("Trimming the tree"):
+        report = trim_tree(tree, ctx.opts.trim)
+    log.info("  %s", report.summary())
+    (out / TRIM_REPORT).write_text(json.dumps(asdict(report)) + "\n")
+    ctx.trim_report = report
+
+
+def _cached_trim(ctx: Context, hit: Path) -> None:
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        ctx.trim_report = TrimReport(**json.loads((hit / TRIM_REPORT).read_text()))
+
+
+def trim_record(ctx: Context) -> dict[str, Any]:
+    """The build.json record of the trim: its options and what it removed ({}: no trim)."""
+    if ctx.opts.trim.empty:
+        return {}
+    report = asdict(ctx.trim_report) if ctx.trim_report else {}
+    return {**ctx.opts.trim.as_dict(), **report}
+
+
 def step_kairosify(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
     release = _release(ctx, tree)
-    key = input_key("kairosify", prev_key, hash_tree(PKG_DIR), asdict(release),
-                    ctx.opts.source_date_epoch, ctx.service_manager)
+    key = kairosify_key(ctx, release, prev_key)
     with ctx.cache.claim("kairosify", key, reuse=not ctx.opts.rebuild) as hit:
         if hit:
             ctx.result_steps["kairosify"] = "cached"
+            if not ctx.opts.trim.empty:
+                _cached_trim(ctx, hit)
             return hit / "tree", key
         with step(f"Kairosifying the tree ({ctx.service_manager})"), \
                 ctx.cache.produce("kairosify", key, lineage=ctx.lineage) as out:
             (out / "tree").mkdir()
             _copy_tree(tree, out / "tree")
+            if not ctx.opts.trim.empty:  # first: the initrd is made of the modules left
+                _trim(ctx, out / "tree", out)
             kairosify(out / "tree", release, ctx.opts.source_date_epoch,
                       init=ctx.service_manager)
     ctx.cache.prune("kairosify", key, lineage=ctx.lineage)
@@ -329,6 +371,8 @@ def preflight(opts: BuildOptions) -> None:
     normalize_version(opts.version)
     check_choice(opts.init)
     tools = ["mksquashfs", "busybox", "cp", "chroot"]
+    if not opts.trim.empty:
+        tools.append("depmod")
     if opts.base.kind == "debian":
         tools.append("debootstrap")
     require(*tools)
@@ -372,6 +416,7 @@ def _build(ctx: Context) -> BuildResult:
             result.oci_archive = str(out / "image.oci.tar")
             result.oci_digest = (oci / "digest").read_text().strip()
         result.steps = ctx.result_steps
+        result.trim = trim_record(ctx)
         (tmp / "build.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
         (tmp / "kairos-release").write_text(release.render())
     return result
