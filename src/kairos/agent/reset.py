@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from kairos.agent import slotfile, slotstate
+from kairos.agent.phases import Markers
 from kairos.agent.upgrade import (
     ACTIVE_IMG,
     FETCHERS,
@@ -98,8 +99,8 @@ SPACE_HINT = ("remove files other than cOS/active.img and cOS/passive.img from C
 
 # ------------------------------------------------------------------------------- steps
 
-class Steps(Phases):
-    """The reset's step markers: the upgrade's phase machinery (a step named in
+class Steps(Markers):
+    """The reset's step markers (agent/phases.py; a step named in
     KAIROS_RESET_PAUSE stops there; `hook` is for tests) with the reset's names."""
 
     names = STEPS

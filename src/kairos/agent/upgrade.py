@@ -32,17 +32,15 @@ import datetime
 import fcntl
 import logging
 import os
-import signal
 import stat
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from kairos.agent import slotfile, slotstate
+from kairos.agent.phases import Markers
 from kairos.agent.upgradesource import UpgradeSource, check_arch, device_arch
 from kairos.artifacts.rootfs import COMPRESSIONS, make_squashfs, squashfs_compression
 from kairos.disk.mounts import remove_tree, unmount_below
@@ -78,9 +76,8 @@ GRUB_COMPRESSIONS = ("none", "gzip", "xz", "lzo")
 
 # ------------------------------------------------------------------------------- phases
 
-class Phases:
-    """Phase markers with their times; a phase named in KAIROS_UPGRADE_PAUSE stops there.
-    Reset's steps are the same machinery with other names (agent/reset.py: Steps)."""
+class Phases(Markers):
+    """The upgrade's phase markers (agent/phases.py has the machinery)."""
 
     names: tuple[str, ...] = PHASES
     pause_env = PAUSE_ENV
@@ -88,71 +85,6 @@ class Phases:
     marker = MARK
     who = "kairos-upgrade"
     kind = "phase"
-
-    def __init__(self, pause: str = "", *, step: bool = False, kmsg: Path | None = None,
-                 hook: Callable[[str], None] | None = None) -> None:
-        names = {p.strip() for p in pause.split(",") if p.strip()}
-        self.pause = set(self.names) if names == {"all"} else names
-        unknown = self.pause - set(self.names)
-        if unknown:
-            raise BadInput(f"{self.pause_env} names unknown {self.kind}(s): "
-                           f"{', '.join(sorted(unknown))}",
-                           f"{self.kind}s: {', '.join(self.names)} (or all)")
-        self.step = step
-        if step:  # a stray SIGUSR1 must wait for the next pause, not kill the upgrade
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        self.kmsg = kmsg
-        self.hook = hook  # tests: called after each marker
-        self.start = time.monotonic()
-        self.times: dict[str, float] = {}
-
-    @classmethod
-    def from_env(cls, hook: Callable[[str], None] | None = None) -> Self:
-        # The kernel log (hence the serial console) only on a device, not a build host.
-        kmsg = Path("/dev/kmsg") if Path("/run/cos").is_dir() else None
-        step = cls.step_env is not None and os.environ.get(cls.step_env) == "1"
-        return cls(os.environ.get(cls.pause_env, ""), step=step, kmsg=kmsg, hook=hook)
-
-    def mark(self, name: str) -> None:
-        assert name in self.names, name
-        if name in self.times:
-            return
-        self.times[name] = round(time.monotonic() - self.start, 3)
-        self._say(f"{self.marker} {name}")
-        if self.hook is not None:
-            self.hook(name)
-        if name in self.pause:
-            self._hold(name)
-
-    def _hold(self, name: str) -> None:
-        children = _signal_children(signal.SIGSTOP)
-        if not self.step:
-            self._say(f"{self.who}: paused at {name} (kill me)")
-            while True:
-                signal.pause()
-        self._say(f"{self.who}: paused at {name} (SIGUSR1 goes on)")
-        signal.sigwait({signal.SIGUSR1})
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
-
-    def _say(self, line: str) -> None:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        if self.kmsg is not None and self.kmsg.exists():
-            with contextlib.suppress(OSError), open(self.kmsg, "w") as fh:
-                fh.write(f"<5>{line}\n")
-
-
-def _signal_children(sig: int) -> list[int]:
-    """Send `sig` to our child processes (mksquashfs): a pause mid-write stays mid-write."""
-    pids: list[int] = []
-    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
-        with contextlib.suppress(OSError, ValueError):
-            for pid in (task / "children").read_text().split():
-                os.kill(int(pid), sig)
-                pids.append(int(pid))
-    return pids
 
 
 # ------------------------------------------------------------------------------- plan
