@@ -221,6 +221,15 @@ def test_a_failed_trial_reboots_then_the_fallback_is_settled(dev: Device, v2: Ne
     now = dev.snapshot()
     assert (now.files, now.inodes) == (snap.files, snap.inodes)
 
+    # Re-applied by a person (--force) on this same boot: the boot sentinel still says
+    # passive, but v1 runs from active.img now. The running image must be the one kept.
+    v1_id = image_id(dev.state / "cOS/active.img")
+    upgrade(UpgradeOptions(parse_source(f"file:{v2.slot}"), force=True),
+            UpgradeTargets(dev.state, dev.persistent, "passive",
+                           root=old_tree(dev, "active")))
+    assert (image_id(dev.state / "cOS/active.img"),
+            image_id(dev.state / "cOS/passive.img")) == (v2.image_id, v1_id)
+
 
 class Cut(BaseException):
     """A power cut, as far as the assessment can tell: nothing after it runs."""

@@ -28,6 +28,7 @@ can cut the power at it; with KAIROS_UPGRADE_STEP=1 it waits for SIGUSR1 and goe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import logging
@@ -100,6 +101,7 @@ class Targets:
     oem_dir: Path | None = None  # COS_OEM: grubenv
     stage_root: Path | None = None  # where before/after-upgrade stages run (None: not run)
     remount: bool = False  # remount the slot's partition rw for the write, ro after
+    root: Path = Path("/")  # the running system's root (its /boot/kairos-boot.cfg)
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,23 @@ def image_id_of_tree(tree: Path) -> str:
 def image_id_of_slot(path: Path) -> str:
     ids = slotfile.slot_ids(path)
     return (ids.image_id or "") if ids is not None else ""
+
+
+def running_role(state_dir: Path, booted: str, root: Path) -> str:
+    """The slot whose file holds the running image. The boot sentinel says which entry
+    booted, but a settle after a fallback (agent/assess.py) or a rollback swaps active.img
+    and passive.img under a running system: the image ids decide when they can, so the
+    image that runs is the one an upgrade keeps."""
+    try:
+        running = image_id_of_tree(root)
+    except (OSError, KairosError) as exc:  # no ids to go by: the sentinel's word stands
+        log.warning("cannot read the running image's id: %s", exc)
+        running = ""
+    if booted not in ("active", "passive") or not running:
+        return booted
+    roles = [role for role, name in (("active", ACTIVE_IMG), ("passive", PASSIVE_IMG))
+             if image_id_of_slot(state_dir / name) == running]
+    return booted if booted in roles or not roles else roles[0]
 
 
 def arm_assessment(state: Path, image_id: str, tries: int) -> None:
@@ -686,6 +705,11 @@ def upgrade(opts: UpgradeOptions, targets: Targets, phases: Phases | None = None
     if targets.booted not in ("active", "passive"):
         raise BadInput(f"this system booted {targets.booted}, not from a slot on COS_STATE",
                        "boot the active (or passive) system to upgrade")
+    role = running_role(targets.state_dir, targets.booted, targets.root)
+    if role != targets.booted:
+        log.info("booted %s, but the running image is in %s.img now (settled or rolled "
+                 "back since boot): it is kept as the known-good one", targets.booted, role)
+        targets = dataclasses.replace(targets, booted=role)
     slot_dir = _slot_dir(opts, targets)
     work = targets.persistent_dir / WORK_DIR
     result = UpgradeResult(str(opts.source), "recovery" if opts.recovery else "active",

@@ -45,6 +45,7 @@ def register(sub: Any) -> None:
                  "--config-root"):
         p.add_argument(flag, type=Path, help=argparse.SUPPRESS)
     p.add_argument("--booted", choices=("active", "passive"), help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     p.set_defaults(func=upgrade_cmd)
     actions = p.add_subparsers(dest="upgrade_action", metavar="ACTION")
     from kairos.cli.releases_cmd import add_list_releases
@@ -128,7 +129,7 @@ def _targets(args: argparse.Namespace, recovery: bool) -> Iterator[Any]:
         raise BadInput("--state-dir needs --persistent-dir", "give both")
     yield Targets(args.state_dir, args.persistent_dir, args.booted or booted_slot(),
                   recovery_dir=args.recovery_dir, oem_dir=args.oem_dir,
-                  stage_root=args.config_root)
+                  stage_root=args.config_root, root=args.root)
 
 
 def upgrade_cmd(args: argparse.Namespace) -> int:
