@@ -84,10 +84,31 @@ def assert_no_failed_steps(vm: VM, *, failures: Mapping[str, Sequence[str]] | No
 # ------------------------------------------------------------------------------ upgrades
 
 @pytest.fixture(scope="session")
-def v2_image(default_image: dict[str, object],
+def v1_image(default_image: dict[str, object],
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The default image with exactly one file different (`/etc/kairos-release`: version
-    0.2.0), built on a step cache of its own seeded with the default image's base, so its
-    prunes never evict the default image's steps (tests/vm/upgrade_images.py)."""
+    """The default image trimmed for upgrade tests (tests/vm/upgrade_images.py), built after
+    the default image so both share its base."""
+    from tests.vm.upgrade_images import build_v1
+    return build_v1(tmp_path_factory.mktemp("image-v1") / "image")
+
+
+@pytest.fixture(scope="session")
+def v2_image(v1_image: dict[str, object],
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """v1 with exactly one file different (`/etc/kairos-release`: version 0.2.0), built on
+    a step cache of its own seeded with the shared base, so its prunes never evict v1's
+    steps (tests/vm/upgrade_images.py)."""
     from tests.vm.upgrade_images import build_v2
     return build_v2(tmp_path_factory.mktemp("image-v2") / "image")
+
+
+@pytest.fixture(scope="session")
+def v1_disk(v1_image: dict[str, object], keypair: tuple[Path, Path],
+            tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A raw disk of v1 with the test user's key; upgrade tests boot qcow2 overlays on it."""
+    work = tmp_path_factory.mktemp("disk-v1")
+    cc = write_cloud_config(work / "cloud-config.yaml", keypair[1])
+    out = work / "disk.raw"
+    kairos("disk", str(v1_image["output"]), "--output", str(out), "--cloud-config", str(cc),
+           "--json")
+    return out

@@ -5,18 +5,19 @@ disk holding upgrade media), driven in order:
 
 1. v1 boots; marker files go into /usr/local and /home/kairos; the SSH host key and every
    file of /oem are hashed.
-2. `oci:` from a real registry (Debian's docker-registry on the host's 127.0.0.1, which the
-   guest reaches only as 10.0.2.2 through QEMU's user network), anonymous, plain HTTP
-   (`--allow-insecure-registries`); v2 pushed there with `skopeo copy`. Reboot: v2 active,
-   v1 passive.
-3. `oci:` from a registry that demands token auth (a token server on the host issues JWTs;
-   the registry checks them): refused without credentials, then pulled with the
-   credentials in /root/.docker/config.json. v1 this time, so the guest goes back. Reboot:
-   v1 active, v2 passive.
-4. `ocifile:` (v2's `image.oci.tar`) from the second disk, with no network at all (the
-   upgrade runs in a network namespace of its own). Reboot: v2 active, v1 passive.
-5. `file:` (v1's `rootfs.squashfs`) from the second disk, no network, `--reboot`: v1
-   active, v2 passive.
+2. `oci:` from a registry that demands token auth (a token server on the host issues JWTs;
+   the registry checks them; Debian's docker-registry on the host's 127.0.0.1, which the
+   guest reaches only as 10.0.2.2 through QEMU's user network, plain HTTP with
+   `--allow-insecure-registries`; v2 pushed there with `skopeo copy`): refused without
+   credentials, then pulled with the credentials in /root/.docker/config.json. Reboot: v2
+   active, v1 passive.
+3. `ocifile:` (v1's `image.oci.tar`) from the second disk, with no network at all (the
+   upgrade runs in a network namespace of its own). Reboot: v1 active, v2 passive.
+4. `file:` (v2's `rootfs.squashfs`) from the second disk, no network, `--reboot`: v2
+   active, v1 passive.
+
+The anonymous registry is the power-cut matrix's source (test_upgrade_powercut.py): its
+last cut, after `done`, is that upgrade's reboot, checked the same way.
 
 After every reboot: `kairos state` says active_boot, which version and digest each slot
 holds (and their sha256, which must be the bytes `kairos build` made: the device squashes an
@@ -47,8 +48,8 @@ from tests.registry import Registry, TokenServer, push, registry, write_auth_fil
 from tests.vm.conftest import assert_no_failed_steps
 from tests.vm.upgrade_images import media_disk, overlay_guest
 
-# Four upgrades under TCG (three of them unpack and squash ~650 MB) and five boots: not yet
-# measured against the CI budget, so it runs when asked (KAIROS_TEST_UPGRADE_VM=1).
+# Three upgrades under TCG and four boots: not yet measured against the CI budget, so it
+# runs when asked (KAIROS_TEST_UPGRADE_VM=1).
 pytestmark = [pytest.mark.vm, pytest.mark.skipif(
     os.environ.get("KAIROS_TEST_UPGRADE_VM") != "1",
     reason="the upgrade VM tests run with KAIROS_TEST_UPGRADE_VM=1 (not yet timed for CI)")]
@@ -115,9 +116,9 @@ def _guest_ref(reg: Registry, tag: str) -> str:
 # ------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def v1(default_image: dict[str, Any]) -> Image:
-    return Image(str(default_image["version"]), str(default_image["rootfs_sha256"]),
-                 str(default_image["oci_digest"]))
+def v1(v1_image: dict[str, Any]) -> Image:
+    return Image(str(v1_image["version"]), str(v1_image["rootfs_sha256"]),
+                 str(v1_image["oci_digest"]))
 
 
 @pytest.fixture(scope="module")
@@ -127,37 +128,27 @@ def v2(v2_image: dict[str, Any]) -> Image:
 
 
 @pytest.fixture(scope="module")
-def media(default_image: dict[str, Any], v2_image: dict[str, Any],
+def media(v1_image: dict[str, Any], v2_image: dict[str, Any],
           tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The second disk: ext4 (made by mkfs.ext4 -d, no mount) with v2's OCI archive and
-    v1's slot image."""
+    """The second disk: ext4 (made by mkfs.ext4 -d, no mount) with v1's OCI archive and
+    v2's slot image."""
     work = tmp_path_factory.mktemp("upgrade-media")
-    return media_disk({"v2.oci.tar": Path(str(v2_image["oci_archive"])),
-                       "v1.squashfs": Path(str(default_image["rootfs"]))},
+    return media_disk({"v1.oci.tar": Path(str(v1_image["oci_archive"])),
+                       "v2.squashfs": Path(str(v2_image["rootfs"]))},
                       work / "media.img", label=MEDIA_LABEL)
 
 
 @pytest.fixture(scope="module")
-def anon_registry(v2_image: dict[str, Any],
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A plain-HTTP registry without auth, holding v2 (pushed with skopeo)."""
-    work = tmp_path_factory.mktemp("upgrade-registry")
-    with registry(work / "anon") as reg:
-        push(work, f"oci-archive:{v2_image['oci_archive']}", f"{reg.host}/{REPO}:v2")
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def token_registry(default_image: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+def token_registry(v2_image: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[Registry, GuestTokenServer, str]]:
-    """A registry that demands a bearer token from the token server, holding v1 under the
-    tag `back`; yields it, the token server and v1's digest there. v1 is pushed into the
-    registry's storage while it runs without auth: the realm the registry names is the
-    guest's address of the token server, which the host cannot reach."""
+    """A registry that demands a bearer token from the token server, holding v2; yields
+    it, the token server and v2's digest there. v2 is pushed into the registry's storage
+    while it runs without auth: the realm the registry names is the guest's address of the
+    token server, which the host cannot reach."""
     work = tmp_path_factory.mktemp("upgrade-token-registry")
     with registry(work / "reg") as seed:
-        push(work, f"oci-archive:{default_image['oci_archive']}", f"{seed.host}/{REPO}:back")
-        digest = _manifest_digest(seed.host, REPO, "back")
+        push(work, f"oci-archive:{v2_image['oci_archive']}", f"{seed.host}/{REPO}:v2")
+        digest = _manifest_digest(seed.host, REPO, "v2")
     ts = GuestTokenServer(work / "token", {USER: PASSWORD})
     ts.start()
     try:
@@ -168,10 +159,10 @@ def token_registry(default_image: dict[str, Any], tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="module")
-def guest(disk_image: Path, media: Path, keypair: tuple[Path, Path],
+def guest(v1_disk: Path, media: Path, keypair: tuple[Path, Path],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     """v1 booted from a qcow2 overlay on the session's disk, the media disk attached."""
-    with overlay_guest(disk_image, media, keypair[0],
+    with overlay_guest(v1_disk, media, keypair[0],
                        tmp_path_factory.mktemp("upgrade-vm")) as machine:
         try:
             RUN.timings["boot v1"] = {"to_ssh_s": round(machine.wait_for_ssh(BOOT_TIMEOUT), 1)}
@@ -297,29 +288,14 @@ def test_v1_boots_and_baseline(guest: VM, v1: Image) -> None:
         RUN.active = v1
 
 
-def test_upgrade_from_registry(guest: VM, anon_registry: Registry, v1: Image, v2: Image,
-                               v2_image: dict[str, Any]) -> None:
-    """oci: anonymous, plain HTTP; the digest is the one the registry serves."""
-    with _chained("upgrade from the anonymous registry"):
-        served = _manifest_digest(anon_registry.host, REPO, "v2")
-        assert served == v2.digest, "skopeo copy kept the manifest as built"
-        source = f"oci:{_guest_ref(anon_registry, 'v2')}"
-        result, _, _ = _upgrade(guest, "oci: anonymous", source, "--allow-insecure-registries")
-        _check_result(result, v2, source)
-        layer = _layer_size(Path(str(v2_image["oci_layout"])), v2.digest)
-        assert result["layer_bytes_downloaded"] == layer, "a fresh blob cache pulls the layer"
-        _reboot(guest, "oci: anonymous")
-    _check_booted(guest, v2, v1)
-
-
 def test_upgrade_from_registry_with_token_auth(
         guest: VM, token_registry: tuple[Registry, GuestTokenServer, str], v1: Image,
-        v2: Image) -> None:
+        v2: Image, v2_image: dict[str, Any]) -> None:
     """oci: from a registry that demands a token; credentials from /root/.docker/config.json.
-    Back to v1 (pushed there under another tag): a second image through a second path."""
+    The digest is the one the registry serves (skopeo copy kept the manifest as built)."""
     reg, ts, digest = token_registry
-    back = Image(v1.version, v1.sha256, digest)
-    source = f"oci:{_guest_ref(reg, 'back')}"
+    assert digest == v2.digest, "skopeo copy kept the manifest as built"
+    source = f"oci:{_guest_ref(reg, 'v2')}"
     with _chained("upgrade from the token-auth registry"):
         guest.ssh("sudo -n rm -f /root/.docker/config.json")
         _, err, code = _upgrade(guest, "oci: token, no credentials", source,
@@ -327,41 +303,43 @@ def test_upgrade_from_registry_with_token_auth(
         assert code != 0, "a registry that demands a token served an anonymous client"
         assert "Traceback" not in err, err
         assert any(u == "" for u in (r["user"] for r in ts.requests)), ts.requests
-        assert state(guest)["images"]["active"]["version"] == v2.version  # type: ignore[index]
+        assert state(guest)["images"]["active"]["version"] == v1.version  # type: ignore[index]
 
         auth = write_auth_file(Path(ts.work) / "config.json", _guest_ref(reg, "x").split("/")[0],
                                USER, PASSWORD)
         guest.ssh("sudo -n sh -c 'mkdir -p /root/.docker && cat > /root/.docker/config.json "
                   "&& chmod 600 /root/.docker/config.json'", input=auth.read_text())
         result, _, _ = _upgrade(guest, "oci: token auth", source, "--allow-insecure-registries")
-        _check_result(result, back, source)
+        _check_result(result, v2, source)
         assert any(r["user"] == USER and f"repository:{REPO}:pull" in r["scope"]
                    for r in ts.requests), ts.requests
+        layer = _layer_size(Path(str(v2_image["oci_layout"])), v2.digest)
+        assert result["layer_bytes_downloaded"] == layer, "a fresh blob cache pulls the layer"
         _reboot(guest, "oci: token auth")
-    _check_booted(guest, back, v2)
+    _check_booted(guest, v2, v1)
 
 
 def test_upgrade_from_ocifile_without_network(guest: VM, v1: Image, v2: Image) -> None:
-    """ocifile: v2's OCI archive on the second disk, the upgrade in a namespace with no
-    network at all."""
+    """ocifile: v1's OCI archive on the second disk, the upgrade in a namespace with no
+    network at all: the guest goes back to v1 by a second path."""
     assert RUN.active is not None
     prev = RUN.active
-    source = f"ocifile:{MEDIA}/v2.oci.tar"
+    source = f"ocifile:{MEDIA}/v1.oci.tar"
     with _chained("upgrade from an OCI archive"):
         _mount_media(guest)
         result, _, _ = _upgrade(guest, "ocifile:", source, netns=True)
-        _check_result(result, v2, source)
+        _check_result(result, v1, source)
         assert result["bytes_downloaded"] == 0
         _reboot(guest, "ocifile:")
-    _check_booted(guest, v2, prev)
+    _check_booted(guest, v1, prev)
 
 
-def test_upgrade_from_slot_file_and_reboot_flag(guest: VM, v1: Image) -> None:
-    """file: v1's slot image on the second disk, no network; `--reboot` reboots by itself."""
+def test_upgrade_from_slot_file_and_reboot_flag(guest: VM, v2: Image) -> None:
+    """file: v2's slot image on the second disk, no network; `--reboot` reboots by itself."""
     assert RUN.active is not None
     prev = RUN.active
-    plain = Image(v1.version, v1.sha256)  # a slot file carries no OCI digest
-    source = f"file:{MEDIA}/v1.squashfs"
+    plain = Image(v2.version, v2.sha256)  # a slot file carries no OCI digest
+    source = f"file:{MEDIA}/v2.squashfs"
     with _chained("upgrade from a slot image file"):
         _mount_media(guest)
         mark = guest.serial_mark()

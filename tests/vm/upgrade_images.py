@@ -1,13 +1,18 @@
-"""Images for the upgrade tests: v2 (the default image with one file different) and a
-second disk holding upgrade artifacts, each cached by its inputs.
+"""Images for the upgrade tests: v1 and v2 (one file different) and a second disk holding
+upgrade artifacts, each cached by its inputs.
 
-v2 is `kairos build --version 0.2.0`: only `/etc/kairos-release` differs from the default
-image (v0.1.0). It is built on a step cache of its own, seeded with the shared cache's base
-and packages steps as hard links: a build in the shared cache would prune the default
-image's kairosify/squash/oci steps (one per lineage), which other tests reuse. The seeding
-follows the shared cache: an entry the shared cache refreshed (another inode) is linked
-again, so v2 always builds on the base the default image was built on, and never fetches a
-base of its own (`--base-max-age never`).
+Both are the default image trimmed (`SLIM`: no drivers a QEMU guest never loads, no docs,
+man pages or translations): under TCG an upgrade's cost is the guest unpacking, squashing
+and hashing the image, so a third of the bytes and half the files make every upgrade test
+that much cheaper, while the image stays what `kairos build` makes. v1 is version 0.1.0 in
+the shared cache (its trim makes it a lineage of its own there, so it never prunes the
+default image's steps); v2 is `--version 0.2.0`: only `/etc/kairos-release` differs.
+
+v2 is built on a step cache of its own, seeded with the shared cache's base and packages
+steps as hard links: in the shared cache it would prune v1's kairosify/squash/oci steps (one
+per lineage). The seeding follows the shared cache: an entry the shared cache refreshed
+(another inode) is linked again, so v2 always builds on the base v1 was built on, and never
+fetches a base of its own (`--base-max-age never`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,26 @@ from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 from tests.helpers import CACHE_DIR, kairos
 
+V1_VERSION = "0.1.0"
 V2_VERSION = "0.2.0"
+# Drivers for hardware a QEMU q35 guest does not have (the guest keeps virtio, block, SCSI,
+# ATA, netfilter, bridges, every local filesystem), and what only people read.
+SLIM_MODULES = (
+    r"^sound/",
+    r"^drivers/(gpu|media|infiniband|iio|staging|usb|bluetooth|hid|isdn|hwmon|platform"
+    r"|thunderbolt|mtd|nfc|video|leds|rtc|mfd|regulator|pinctrl|gnss|fpga|edac|comedi|atm"
+    r"|firewire|spi|w1|power|misc|net/(wireless|ethernet|can|usb|wwan|ieee802154|fddi"
+    r"|hamradio|arcnet|ppp|slip))/",
+    r"^net/(wireless|mac80211|bluetooth|nfc|can|ieee802154|mac802154|6lowpan|rxrpc|ceph"
+    r"|sunrpc|9p|rds|tipc|sctp|dccp|l2tp|batman-adv|atm|ax25|netrom|rose|x25|phonet|qrtr"
+    r"|caif|smc|openvswitch)/",
+    r"^fs/(btrfs|xfs|ocfs2|nfs|nfsd|smb|ceph|gfs2|jfs|nilfs2|reiserfs|f2fs|ubifs|afs|coda"
+    r"|orangefs|dlm|lockd|hfs|hfsplus|ntfs3|ufs|jffs2|affs|befs|minix|omfs|qnx4|qnx6|sysv"
+    r"|romfs)/",
+)
+SLIM_FILES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
+SLIM = tuple(arg for pattern in SLIM_MODULES for arg in ("--modules-exclude", pattern)) + \
+    tuple(arg for pattern in SLIM_FILES for arg in ("--remove-files", pattern))
 V2_CACHE = Path(f"{CACHE_DIR}-upgrade-v2")
 SEEDED = ("base-", "packages-")
 COMPLETE = ".kairos-step-complete"  # kairos.factory.cache.COMPLETE
@@ -77,12 +101,19 @@ def seed_cache(cache: Path, shared: Path = Path(CACHE_DIR)) -> list[str]:
     return linked
 
 
+def build_v1(out: Path) -> dict[str, object]:
+    """The trimmed default image, version 0.1.0, in the shared cache."""
+    proc = kairos("build", "--output", str(out), "--version", V1_VERSION, *SLIM, "--json")
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
 def build_v2(out: Path, cache: Path = V2_CACHE, version: str = V2_VERSION) -> dict[str, object]:
-    """`kairos build --version VERSION` on `cache`, seeded from the shared cache first.
-    The lock keeps two sessions from re-seeding under each other's build."""
+    """`kairos build --version VERSION` (trimmed as v1) on `cache`, seeded from the shared
+    cache first. The lock keeps two sessions from re-seeding under each other's build."""
     with _flock(cache.with_name(cache.name + ".lock")):
         seed_cache(cache)
-        proc = kairos("build", "--output", str(out), "--version", version,
+        proc = kairos("build", "--output", str(out), "--version", version, *SLIM,
                       "--base-max-age", "never", "--json",
                       env={"KAIROS_CACHE_DIR": str(cache)})
     result: dict[str, object] = json.loads(proc.stdout)
@@ -124,7 +155,8 @@ def media_disk(files: dict[str, Path], dest: Path, *, label: str = "KAIROS_MEDIA
     return dest
 
 
-__all__ = ["V2_CACHE", "V2_VERSION", "build_v2", "file_sha256", "media_disk", "seed_cache"]
+__all__ = ["SLIM", "V1_VERSION", "V2_CACHE", "V2_VERSION", "build_v1", "build_v2",
+           "file_sha256", "media_disk", "overlay_guest", "seed_cache"]
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ def test_uefi_without_vars_copy_is_a_bug(vmdir: Path) -> None:
 def test_ssh_forward_only_on_localhost(vmdir: Path) -> None:
     argv = build_argv(VMConfig(disk=vmdir / "d.raw"), wiring(vmdir, ssh_port=40022))
     assert pairs(argv, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22"]
-    assert pairs(argv, "-device").count("virtio-net-pci,netdev=n0") == 1
+    assert pairs(argv, "-device").count("virtio-net-pci,netdev=n0,romfile=") == 1
 
 
 def test_boot_disk_virtio_blk_first_in_boot_order(vmdir: Path) -> None:
