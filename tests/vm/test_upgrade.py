@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import secrets
 import shlex
 import time
@@ -48,11 +47,7 @@ from tests.registry import Registry, TokenServer, push, registry, write_auth_fil
 from tests.vm.conftest import assert_no_failed_steps
 from tests.vm.upgrade_images import media_disk, overlay_guest
 
-# Three upgrades under TCG and four boots: not yet measured against the CI budget, so it
-# runs when asked (KAIROS_TEST_UPGRADE_VM=1).
-pytestmark = [pytest.mark.vm, pytest.mark.skipif(
-    os.environ.get("KAIROS_TEST_UPGRADE_VM") != "1",
-    reason="the upgrade VM tests run with KAIROS_TEST_UPGRADE_VM=1 (not yet timed for CI)")]
+pytestmark = pytest.mark.vm
 
 GUEST_HOST = "10.0.2.2"  # the host's 127.0.0.1, as QEMU's user network shows it to the guest
 REPO = "kairos/core"

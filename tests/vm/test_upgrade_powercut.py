@@ -1,47 +1,51 @@
 """The power-cut matrix: an upgrade cut at every phase (and at random instants) still boots.
 
 One upgrade runs in the guest in step mode (KAIROS_UPGRADE_STEP=1, every phase paused until
-SIGUSR1). At each pause, and at a few random instants, the test takes an internal snapshot of
+SIGUSR1); the source is a plain registry without auth. At each pause, and at a random
+instant during the slot write, the test takes an internal snapshot of
 the boot disk through QMP: the disk exactly as a power cut at that moment would leave it
 (what the guest had not written yet is lost; what QEMU had, stays). Then, for each moment,
 the disk is reverted to that snapshot and cold-booted: GRUB, the initrd and early-init must
 bring up a complete slot (old or new, never neither or a mix), `kairos state` must say what
 booted, and the persistent files must be intact. At some moments the upgrade is then run
-again and must converge. The table of moments and outcomes is printed and written to
+again and must converge. The cut after `done` is that upgrade's reboot: it is checked as
+test_upgrade.py checks its reboots (slot digests and bytes, no failed unit or stage step,
+the whole layer pulled once). The table of moments and outcomes is printed and written to
 `upgrade-powercut.md` beside the test's disk (and kept in docs/upgrade.md).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kairos.agent.upgrade import PHASES
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 from tests.helpers import BOOT_TIMEOUT, state
 from tests.registry import push, registry
+from tests.vm.conftest import assert_no_failed_steps
 
-# One full upgrade under TCG plus 15 cold boots: ~30 minutes on these machines, more than
-# the CI budget has left, so it runs when asked (KAIROS_TEST_POWERCUT=1) until it is cheaper.
-pytestmark = [pytest.mark.vm, pytest.mark.skipif(
-    os.environ.get("KAIROS_TEST_POWERCUT") != "1",
-    reason="the power-cut matrix runs with KAIROS_TEST_POWERCUT=1 (about 30 minutes)")]
+pytestmark = pytest.mark.vm
 
 # The moments: every phase from the pull on, and random instants between them.
-CUT_PHASES = ("pull-partial", "pulled", "unpacked", "slot-writing", "slot-written",
+CUT_PHASES = ("pull-partial", "pulled", "slot-writing", "slot-written",
               "slot-synced", "records-written", "staged", "flipped", "checkpointed",
               "after-upgrade", "done")
-# After these phases a random instant is cut too (while the next step is under way).
-RANDOM_AFTER = ("pulling", "unpacked", "slot-synced")
+# The upgrade pauses at every phase (KAIROS_UPGRADE_PAUSE=all); `unpacked` is not cut, it
+# only starts the random instant after it.
+PAUSES = PHASES
+# After these phases a random instant is cut too (while the next step is under way): after
+# the unpack, the instant lands in the slot write, the longest step that writes COS_STATE.
+RANDOM_AFTER = ("unpacked",)
 # Where the upgrade is run again after the cut boot, and must converge.
 CONVERGE_AT = ("slot-writing", "staged")
 # Up to `staged` the old image must boot; from `checkpointed` on the new one. `flipped` (the
@@ -64,6 +68,7 @@ class Cut:
     files_intact: bool = False
     converged: str = ""
     note: str = ""
+    problems: list[str] = field(default_factory=list)
 
 
 def _hashes(vm: VM) -> str:
@@ -107,7 +112,7 @@ def _step_upgrade(vm: VM, ref: str, rng: random.Random) -> list[str]:
            "> /run/upgrade.json 2> /run/upgrade.log < /dev/null &'")
     taken: list[str] = []
     mark: int | None = None
-    for phase in ("start", "preflight", "pulling", *CUT_PHASES):
+    for phase in PAUSES:
         vm.wait_for_serial(f"kairos-upgrade: paused at {phase}", timeout=1200, since=mark)
         if phase in CUT_PHASES:
             _snapshot(vm, f"cut-{phase}")
@@ -136,7 +141,8 @@ def _expect(name: str) -> str:
 def _check_cut(cut: Cut, vm: VM, versions: tuple[str, str], before: str, ref: str) -> None:
     st = state(vm)
     cut.boot = str(st["boot"])
-    cut.booted_version = str(st["kairos"].get("version", ""))  # type: ignore[union-attr]
+    kairos_section: dict[str, Any] = st["kairos"]  # type: ignore[assignment]
+    cut.booted_version = str(kairos_section.get("version", ""))
     images = _images(st)
     cut.active_version = _version(images.get("active"))
     cut.passive_version = _version(images.get("passive"))
@@ -148,6 +154,35 @@ def _check_cut(cut: Cut, vm: VM, versions: tuple[str, str], before: str, ref: st
         after = _images(state(vm))
         cut.converged = _version(after.get("active"))
         cut.note = f"re-run downloaded {result['layer_bytes_downloaded']} layer bytes"
+
+
+def _check_upgraded(cut: Cut, vm: VM, v1_image: dict[str, Any], v2_image: dict[str, Any],
+                    result: dict[str, Any]) -> None:
+    """The cut after `done` is the anonymous-registry upgrade's reboot: check it as the
+    upgrade tests check theirs (test_upgrade.py). Problems go into `cut.problems`."""
+    images = _images(state(vm))
+    for role, built in (("active", v2_image), ("passive", v1_image)):
+        got = {k: (images.get(role) or {}).get(k) for k in ("version", "digest", "sha256")}
+        want = {"version": built["version"], "digest": built["oci_digest"],
+                "sha256": built["rootfs_sha256"]}
+        if got != want:
+            cut.problems.append(f"{role} slot holds {got}, expected {want}")
+    if result.get("slot_sha256") != v2_image["rootfs_sha256"]:
+        cut.problems.append("the device's slot image is not the bytes `kairos build` made")
+    layout = Path(str(v2_image["oci_layout"]))
+    manifest = json.loads((layout / "blobs/sha256" / str(v2_image["oci_digest"]).split(":")[1])
+                          .read_bytes())
+    layer = sum(int(entry["size"]) for entry in manifest["layers"])
+    if result.get("layer_bytes_downloaded") != layer:
+        cut.problems.append(f"a fresh blob cache pulled {result.get('layer_bytes_downloaded')}"
+                            f" layer bytes, not the layer's {layer}")
+    failed = vm.ssh("systemctl --failed --no-legend --plain").stdout.strip()
+    if failed:
+        cut.problems.append(f"failed units: {failed}")
+    try:
+        assert_no_failed_steps(vm)
+    except AssertionError as exc:
+        cut.problems.append(str(exc).splitlines()[0])
 
 
 def _table(cuts: list[Cut]) -> str:
@@ -162,12 +197,12 @@ def _table(cuts: list[Cut]) -> str:
 
 
 def test_power_cut_at_every_moment_boots_a_whole_slot(
-        disk_image: Path, keypair: tuple[Path, Path], v2_ref: str, v2_image: dict[str, Any],
-        default_image: dict[str, Any], tmp_path: Path) -> None:
-    versions = (str(default_image["version"]), str(v2_image["version"]))
+        v1_disk: Path, keypair: tuple[Path, Path], v2_ref: str, v2_image: dict[str, Any],
+        v1_image: dict[str, Any], tmp_path: Path) -> None:
+    versions = (str(v1_image["version"]), str(v2_image["version"]))
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                    str(disk_image), str(disk)], check=True)
+                    str(v1_disk), str(disk)], check=True)
     seed = int(time.time())
     rng = random.Random(seed)
     vm = _boot(disk, keypair, tmp_path / "serial-step.log")
@@ -176,6 +211,7 @@ def test_power_cut_at_every_moment_boots_a_whole_slot(
                "echo kept > /home/kairos/powercut.txt; sync")
         before = _hashes(vm)
         taken = _step_upgrade(vm, v2_ref, rng)
+        result = json.loads(vm.ssh("cat /run/upgrade.json").stdout)
     finally:
         vm.kill()
         vm.close()
@@ -187,6 +223,8 @@ def test_power_cut_at_every_moment_boots_a_whole_slot(
         vm = _boot(disk, keypair, tmp_path / f"serial-cut-{i}.log")
         try:
             _check_cut(cut, vm, versions, before, v2_ref)
+            if name == "done":
+                _check_upgraded(cut, vm, v1_image, v2_image, result)
         finally:
             vm.kill()
             vm.close()
@@ -207,4 +245,5 @@ def test_power_cut_at_every_moment_boots_a_whole_slot(
         assert c.files_intact, (c, table)
         if c.name in CONVERGE_AT:
             assert c.converged == new, (c, table)
+        assert not c.problems, (c, table)
     assert len(cuts) >= 12
