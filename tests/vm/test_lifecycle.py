@@ -9,11 +9,16 @@ skips the later ones:
 2. Upgrade to v2 (`file:`) and reboot: v2's check fails, the agent reboots, GRUB refuses v2
    (serial marker), v1 boots by itself and settles: `kairos state` shows the failure, v2 in
    the failed list, /run/cos/upgrade_failure, v1 active again, the grubenv block names v2
-   failed. Re-applying v2 is refused without --force (exit 2) and applied with it.
+   failed. Re-applying v2 is refused without --force (exit 2), from the command line and
+   from cloud-config's `upgrade.source`, and applied with it; the running v1 is kept as
+   passive although this boot came through the fallback entry.
+3. `kairos rollback` back to v1 (no tentative flag left), then v3, whose kernel panics
+   before userspace (its initrd has no working init; `panic=5` reboots): GRUB counts its one
+   try, the kernel panics, GRUB refuses v3 and v1 boots and settles, v3 in the failed list.
 
-NOT YET WRITTEN (issue 9's steps 3-6): a kernel that never reaches userspace (v3 built on
-the host), five good reboots and a power cut, `kairos rollback` / `kairos bootentry`, and
-`kairos reset` (refused from active, from recovery, then statereset).
+NOT YET WRITTEN (issue 9's steps 4-6): five good reboots and a power cut, rollback lasting
+two reboots and `kairos bootentry`, and `kairos reset` (refused from active, from recovery,
+then statereset).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pytest
 from kairos.vm.machine import BOOT_MARKER, VM
 from kairos.vm.serial import tail
 from tests.helpers import BOOT_TIMEOUT, state
+from tests.vm.lifecycle_images import build_panic_slot
 from tests.vm.upgrade_images import media_disk, overlay_guest
 
 # Several boots under TCG (~40-60 s each): not yet timed for CI, so it runs when asked.
@@ -44,6 +50,9 @@ MEDIA_LABEL = "KAIROS_MEDIA"
 MEDIA = "/run/kairos-media"
 ASSESS_FILE = "/run/initramfs/cos-state/boot_assessment"
 CHECK_CONFIG = "/oem/95_lifecycle.yaml"
+UPGRADE_CONFIG = "/oem/96_upgrade.yaml"
+V3_VERSION = "0.3.0"
+PANIC = "Kernel panic"
 UPGRADE_TIMEOUT = 1800.0
 REFUSING = "kairos-grub: refusing"
 COUNTING = "kairos-grub: counting a boot"
@@ -67,8 +76,8 @@ RUN = Run()
 # ------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def v1(default_image: dict[str, Any]) -> Image:
-    return Image(str(default_image["version"]), str(default_image["rootfs_sha256"]))
+def v1(v1_image: dict[str, Any]) -> Image:
+    return Image(str(v1_image["version"]), str(v1_image["rootfs_sha256"]))
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +86,22 @@ def v2(v2_image: dict[str, Any]) -> Image:
 
 
 @pytest.fixture(scope="module")
-def media(default_image: dict[str, Any], v2_image: dict[str, Any],
+def media(v1_image: dict[str, Any], v2_image: dict[str, Any],
           tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v1 and v2's slot images, and v3: v2 with an initrd whose kernel never reaches
+    userspace (tests/vm/lifecycle_images.py)."""
     work = tmp_path_factory.mktemp("lifecycle-media")
-    return media_disk({"v1.squashfs": Path(str(default_image["rootfs"])),
-                       "v2.squashfs": Path(str(v2_image["rootfs"]))},
+    v3 = build_panic_slot(Path(str(v2_image["rootfs"])), work / "v3.squashfs", V3_VERSION)
+    return media_disk({"v1.squashfs": Path(str(v1_image["rootfs"])),
+                       "v2.squashfs": Path(str(v2_image["rootfs"])),
+                       "v3.squashfs": v3},
                       work / "media.img", label=MEDIA_LABEL)
 
 
 @pytest.fixture(scope="module")
-def guest(disk_image: Path, media: Path, keypair: tuple[Path, Path],
+def guest(v1_disk: Path, media: Path, keypair: tuple[Path, Path],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
-    with overlay_guest(disk_image, media, keypair[0],
+    with overlay_guest(v1_disk, media, keypair[0],
                        tmp_path_factory.mktemp("lifecycle-vm")) as machine:
         try:
             RUN.timings["boot v1"] = {"to_ssh_s": round(machine.wait_for_ssh(BOOT_TIMEOUT), 1)}
@@ -148,6 +161,19 @@ def _active_version(st: dict[str, Any]) -> str:
     return str(st["images"]["active"]["version"])
 
 
+def _settled(vm: VM, good: str) -> dict[str, Any]:
+    """Wait for kairos-boot-assessment to settle a fallback: a failure recorded and the
+    good version active again; returns `kairos state`."""
+    deadline = time.monotonic() + 120
+    while True:
+        st = state(vm)
+        a: dict[str, Any] = st["assessment"]  # type: ignore[assignment]
+        if a["upgrade_failure"] and _active_version(st) == good:
+            return st
+        assert time.monotonic() < deadline, json.dumps(st, indent=1)[-4000:]
+        time.sleep(5)
+
+
 # ------------------------------------------------------------------------------ tests
 
 def test_v1_boots_with_a_v1_only_check(guest: VM, v1: Image) -> None:
@@ -191,19 +217,13 @@ def test_failing_upgrade_falls_back_to_v1(guest: VM, v1: Image, v2: Image) -> No
         assert f"refusing cos: image {v2_id}" in serial or v2_id in serial, tail(serial, 40)
 
         # The settle runs in kairos-boot-assessment; wait for it.
-        deadline = time.monotonic() + 120
-        while True:
-            st = state(guest)
-            a: dict[str, Any] = st["assessment"]  # type: ignore[assignment]
-            if a["upgrade_failure"] and _active_version(st) == v1.version:
-                break
-            assert time.monotonic() < deadline, json.dumps(st, indent=1)[-4000:]
-            time.sleep(5)
+        st = _settled(guest, v1.version)
+        a: dict[str, Any] = st["assessment"]
         # This boot came through the fallback entry (Kairos says passive_boot too); the
         # settle swapped the files under it, so the running image is now active.img.
         assert st["boot"] == "passive_boot", st["boot"]
-        assert st["images"]["active"]["running"], st["images"]  # type: ignore[index]
-        assert str(st["images"]["passive"]["version"]) == v2.version  # type: ignore[index]
+        assert st["images"]["active"]["running"], st["images"]
+        assert str(st["images"]["passive"]["version"]) == v2.version
         assert a["failed"] == v2_id, a
         assert any(f["image-id"] == v2_id and f["version"] == v2.version
                    for f in a["failed_images"]), a["failed_images"]
@@ -217,9 +237,60 @@ def test_failing_upgrade_falls_back_to_v1(guest: VM, v1: Image, v2: Image) -> No
         assert code == 2, f"a failed image was re-applied without --force: {code}\n{err}"
         assert "--force" in err, err  # refused for being failed, not for anything else
         assert _active_version(state(guest)) == v1.version
+        # The automatic path: cloud-config's upgrade.source, no --source.
+        guest.ssh(f"sudo -n sh -c 'cat > {UPGRADE_CONFIG} && sync'",
+                  input=f"#cloud-config\nupgrade:\n  source: file:{MEDIA}/v2.squashfs\n")
+        res = guest.ssh("sudo -n kairos upgrade --json", check=False, timeout=UPGRADE_TIMEOUT)
+        guest.ssh(f"sudo -n rm -f {UPGRADE_CONFIG}")
+        assert res.returncode == 2 and "--force" in res.stderr, (
+            f"cloud-config re-applied a failed image: {res.returncode}\n{res.stderr}")
+        assert _active_version(state(guest)) == v1.version
         code, out, err = _upgrade(guest, "v2 again, --force", f"file:{MEDIA}/v2.squashfs",
                                   "--force")
         assert code == 0, f"exit {code}:\n{err[-3000:]}"
         env = _grubenv(guest)
         assert env.get("kairos_tentative") == v2_id and not env.get("kairos_failed"), env
-        # Not rebooted: `kairos rollback` (step 5) or the next upgrade takes it from here.
+        # This boot came through the fallback entry, but v1 runs from active.img since the
+        # settle: the upgrade must keep v1 (the running, known-good image) as passive.
+        images = state(guest)["images"]
+        assert (images["active"]["version"], images["passive"]["version"]) == (  # type: ignore[index]
+            v2.version, v1.version), images
+
+
+def test_rollback_then_a_kernel_that_panics_falls_back(guest: VM, v1: Image, v2: Image) -> None:
+    """Step 3: roll back to v1 (the forced v2 is dropped as a trial), then v3, whose kernel
+    never reaches userspace: GRUB counts its try, refuses it next, and v1 settles."""
+    with _chained("rollback to v1"):
+        res = guest.ssh("sudo -n kairos rollback --json", check=False)
+        assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+        images = state(guest)["images"]
+        assert (images["active"]["version"], images["passive"]["version"]) == (  # type: ignore[index]
+            v1.version, v2.version), images
+        assert not _grubenv(guest).get("kairos_tentative"), _grubenv(guest)
+
+    with _chained("kernel panic upgrade"):
+        _mount_media(guest)
+        code, out, err = _upgrade(guest, "v3 (kernel panics)", f"file:{MEDIA}/v3.squashfs")
+        assert code == 0, f"exit {code}:\n{err[-3000:]}\n{out[-1000:]}"
+        env = _grubenv(guest)
+        v3_id = env.get("kairos_tentative", "")
+        assert v3_id and env.get("kairos_tries") == "1", env
+        mark = guest.serial_mark()
+        begin = time.monotonic()
+        guest.ssh("sudo -n systemctl reboot", check=False)
+        guest.wait_for_serial(COUNTING, BOOT_TIMEOUT, since=mark)
+        guest.wait_for_serial(PANIC, BOOT_TIMEOUT, since=mark)
+        guest.wait_for_serial(REFUSING, BOOT_TIMEOUT, since=mark)
+        refused = guest.serial_mark()
+        guest.wait_for_serial(BOOT_MARKER, BOOT_TIMEOUT, since=refused)
+        guest.wait_for_ssh(BOOT_TIMEOUT)
+        RUN.timings["v3 (kernel panics)"]["panic_and_fall_back_s"] = round(
+            time.monotonic() - begin, 1)
+        st = _settled(guest, v1.version)
+        a: dict[str, Any] = st["assessment"]
+        assert a["failed"] == v3_id, a
+        assert any(f["image-id"] == v3_id and f["version"] == V3_VERSION
+                   for f in a["failed_images"]), a["failed_images"]
+        assert str(st["images"]["passive"]["version"]) == V3_VERSION
+        env = _grubenv(guest)
+        assert env.get("kairos_failed") == v3_id and not env.get("kairos_tentative"), env
