@@ -381,12 +381,14 @@ class Proxy:
                 body[fault.flip_at + 1:]
         if fault and fault.cut_after is not None:
             body = body[:fault.cut_after]
-        if req.command != "HEAD":
-            req.wfile.write(body)
-        req.wfile.flush()
+        # Recorded before the body goes out: a client that has read the response may look
+        # at `served` at once, before this handler thread would get to run again.
         self.served.append(Served(req.command, req.path, resp.status,
                                   headers.get("Range"), len(body)
                                   if req.command != "HEAD" else 0))
+        if req.command != "HEAD":
+            req.wfile.write(body)
+        req.wfile.flush()
         if fault and fault.cut_after is not None:
             with contextlib.suppress(OSError):
                 req.connection.shutdown(socket.SHUT_RDWR)
