@@ -17,6 +17,7 @@ the whole layer pulled once). The table of moments and outcomes is printed and w
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -34,7 +35,12 @@ from tests.helpers import BOOT_TIMEOUT, state
 from tests.registry import push, registry
 from tests.vm.conftest import assert_no_failed_steps
 
-pytestmark = pytest.mark.vm
+# One upgrade and 12 cold boots: about 35 minutes beside the rest of the suite on two cores,
+# which would take a whole run past 70 minutes, so it runs when asked
+# (KAIROS_TEST_POWERCUT=1) until the cold boots get cheaper.
+pytestmark = [pytest.mark.vm, pytest.mark.skipif(
+    os.environ.get("KAIROS_TEST_POWERCUT") != "1",
+    reason="the power-cut matrix runs with KAIROS_TEST_POWERCUT=1 (about 35 minutes)")]
 
 # The moments: every phase from the pull on, and random instants between them.
 CUT_PHASES = ("pull-partial", "pulled", "slot-writing", "slot-written",
