@@ -24,10 +24,14 @@ def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def disk_image(default_image: dict[str, object], keypair: tuple[Path, Path],
                tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A raw disk with the test user's key in /oem/90_custom.yaml."""
-    work = tmp_path_factory.mktemp("disk")
+    return _disk_with_key(default_image, keypair, tmp_path_factory.mktemp("disk"))
+
+
+def _disk_with_key(image: dict[str, object], keypair: tuple[Path, Path], work: Path) -> Path:
+    """`kairos disk` of `image` with the test user's key in /oem/90_custom.yaml."""
     cc = write_cloud_config(work / "cloud-config.yaml", keypair[1])
     out = work / "disk.raw"
-    kairos("disk", str(default_image["output"]), "--output", str(out), "--cloud-config", str(cc),
+    kairos("disk", str(image["output"]), "--output", str(out), "--cloud-config", str(cc),
            "--json")
     return out
 
@@ -106,9 +110,4 @@ def v2_image(v1_image: dict[str, object],
 def v1_disk(v1_image: dict[str, object], keypair: tuple[Path, Path],
             tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A raw disk of v1 with the test user's key; upgrade tests boot qcow2 overlays on it."""
-    work = tmp_path_factory.mktemp("disk-v1")
-    cc = write_cloud_config(work / "cloud-config.yaml", keypair[1])
-    out = work / "disk.raw"
-    kairos("disk", str(v1_image["output"]), "--output", str(out), "--cloud-config", str(cc),
-           "--json")
-    return out
+    return _disk_with_key(v1_image, keypair, tmp_path_factory.mktemp("disk-v1"))
