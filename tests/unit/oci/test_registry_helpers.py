@@ -8,10 +8,8 @@ from kairos.errors import BadInput
 from kairos.oci.media import Descriptor
 from kairos.oci.platform import parse_platform, pick_platform
 from kairos.oci.reference import parse_reference
-from kairos.oci.registry import (
-    _error_detail,
-    _next_link,
-)
+from kairos.oci.registry import _next_link
+from kairos.oci.transport import error_detail
 
 REF = parse_reference("reg.local/os:v1")
 
@@ -43,5 +41,5 @@ def testpick_platform() -> None:
 
 def test_error_detail() -> None:
     body = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
-    assert _error_detail(body) == "MANIFEST_UNKNOWN: manifest unknown"
-    assert _error_detail(b"<html>") == ""
+    assert error_detail(body) == "MANIFEST_UNKNOWN: manifest unknown"
+    assert error_detail(b"<html>") == ""
