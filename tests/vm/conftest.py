@@ -12,7 +12,7 @@ import pytest
 from kairos.vm.config import VMConfig
 from kairos.vm.keys import ensure_keypair
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, kairos, state, write_cloud_config
+from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, kairos, state, write_cloud_config
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +43,7 @@ def boot_vm(keypair: tuple[Path, Path], tmp_path: Path) -> Iterator[object]:
 
     def start(disk: Path, *, uefi: bool = False, **kwargs: object) -> VM:
         cfg = VMConfig(disk=disk, uefi=uefi, ssh_key=keypair[0], ssh_user="kairos",
+                       cpus=kwargs.pop("cpus", GUEST_CPUS),
                        serial_log=tmp_path / f"serial-{len(started)}.log", **kwargs)  # type: ignore[arg-type]
         vm = VM(cfg).start()
         started.append(vm)

@@ -19,7 +19,7 @@ import pytest
 
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, copy_disk, state
+from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, copy_disk, state
 from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
@@ -41,7 +41,7 @@ def vm(disk_image: Path, keypair: tuple[Path, Path],
     work = tmp_path_factory.mktemp("bios")
     disk = copy_disk(disk_image, work / "disk.raw")
     machine = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos",
-                          serial_log=work / "serial.log")).start()
+                          cpus=GUEST_CPUS, serial_log=work / "serial.log")).start()
     try:
         machine.wait_for_ssh(BOOT_TIMEOUT)
         yield machine

@@ -9,7 +9,7 @@ import pytest
 
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, copy_disk
+from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, copy_disk
 from tests.vm.conftest import assert_no_failed_steps
 
 pytestmark = pytest.mark.vm
@@ -25,7 +25,7 @@ def test_debugrw_overlay_size_and_extra_mount(default_image: dict[str, object], 
     disk = copy_disk(disk_image, tmp_path / "disk.raw")
     extra = ("-kernel", str(out / "vmlinuz"), "-initrd", str(out / "initrd"), "-append", CMDLINE)
     with VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos", extra_args=extra,
-                     serial_log=tmp_path / "serial.log")) as vm:
+                     cpus=GUEST_CPUS, serial_log=tmp_path / "serial.log")) as vm:
         vm.wait_for_ssh(BOOT_TIMEOUT)
         # rd.immucore.debugrw: the root takes writes (in RAM, gone at reboot)
         vm.ssh("sudo -n touch /usr/kairos-debugrw")

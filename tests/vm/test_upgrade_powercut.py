@@ -17,7 +17,6 @@ the whole layer pulled once). The table of moments and outcomes is printed and w
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import time
@@ -31,16 +30,12 @@ import pytest
 from kairos.agent.upgrade import PHASES
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
-from tests.helpers import BOOT_TIMEOUT, state
+from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, state
 from tests.registry import push, registry
 from tests.vm.conftest import assert_no_failed_steps
 
-# One upgrade and 12 cold boots: about 35 minutes beside the rest of the suite on two cores,
-# which would take a whole run past 70 minutes, so it runs when asked
-# (KAIROS_TEST_POWERCUT=1) until the cold boots get cheaper.
-pytestmark = [pytest.mark.vm, pytest.mark.skipif(
-    os.environ.get("KAIROS_TEST_POWERCUT") != "1",
-    reason="the power-cut matrix runs with KAIROS_TEST_POWERCUT=1 (about 35 minutes)")]
+# One upgrade and 12 cold boots: the longest VM test, in its own share of scripts/test.
+pytestmark = pytest.mark.vm
 
 # The moments: every phase from the pull on, and random instants between them.
 CUT_PHASES = ("pull-partial", "pulled", "slot-writing", "slot-written",
@@ -101,7 +96,8 @@ def v2_ref(v2_image: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _boot(disk: Path, keypair: tuple[Path, Path], log: Path) -> VM:
-    vm = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos", serial_log=log)).start()
+    vm = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos", cpus=GUEST_CPUS,
+                     serial_log=log)).start()
     vm.wait_for_ssh(BOOT_TIMEOUT)
     return vm
 

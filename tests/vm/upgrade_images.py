@@ -30,7 +30,7 @@ from pathlib import Path
 from kairos.run import run
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
-from tests.helpers import CACHE_DIR, kairos
+from tests.helpers import CACHE_DIR, GUEST_CPUS, kairos
 
 V1_VERSION = "0.1.0"
 V2_VERSION = "0.2.0"
@@ -167,7 +167,7 @@ def overlay_guest(disk_image: Path, media: Path, key: Path, work: Path) -> Itera
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk_image),
          str(disk)])
     machine = VM(VMConfig(disk=disk, ssh_key=key, ssh_user="kairos", extra_disks=(media,),
-                          serial_log=work / "serial.log"))
+                          cpus=GUEST_CPUS, serial_log=work / "serial.log"))
     machine.start()
     try:
         yield machine

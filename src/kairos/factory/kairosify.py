@@ -53,6 +53,12 @@ ENABLE = {"sysinit.target": ("cos-setup-fs.service",),
                                 "ssh.service",
                                 "systemd-networkd.service", "systemd-resolved.service"),
           "timers.target": ("cos-setup-reconcile.timer",)}
+# Units a distribution enables that have no work on an image-based device: apt and dpkg
+# cannot change the read-only root (and apt's daily update would spend a metered link for
+# nothing), and e2scrub checks LVM snapshots the layout never has. Each costs seconds of
+# CPU at boot or daily on a small machine.
+DISABLE = ("apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
+           "e2scrub_all.timer", "e2scrub_reap.service")
 # Paths that must exist on the read-only root: mount points and persistent bind targets.
 MOUNT_POINTS = ("oem", "usr/local", "system", "home", "root", "opt", "srv", "usr/libexec",
                 "run/cos", "var/lib/kairos")
@@ -114,6 +120,17 @@ def install_configs(root: Path) -> None:
                 treefs.symlink(root, f"{unitdir}/{target}.wants/{unit}", f"../{unit}")
     treefs.write(root, "usr/lib/systemd/network/20-kairos-dhcp.network",
                  _data("network/20-kairos-dhcp.network").read_bytes())
+    disable_units(root)
+
+
+def disable_units(root: Path) -> None:
+    """Drop the base's enablement links of DISABLE (only links: a file of that name in a
+    .wants dir is not ours to judge). The units stay installed, so a user can enable them."""
+    for unit in DISABLE:
+        for wants in ("etc/systemd/system/*.wants", "usr/lib/systemd/system/*.wants"):
+            for link in treefs.glob(root, f"{wants}/{unit}"):
+                if link.is_symlink():
+                    link.unlink()
 
 
 def write_release(root: Path, release: Release) -> None:
