@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from kairos.agent import reset as reset_mod
+from kairos.agent import rollback as rollback_mod
 from kairos.agent import slotstate
 from kairos.agent.reset import STEPS, ResetOptions, ResetTargets, Steps
 from kairos.boot import assessment, grubenv
@@ -149,6 +150,44 @@ def test_rollback_refusals_change_nothing(dev: Device) -> None:
     slotstate.add_failed(dev.state, slotstate.FailedImage(image_id(dev.passive)))
     before = dev.snapshot()
     assert_refused(dev, before, rollback_cli(dev), "failed its boot assessment")
+
+
+@pytest.mark.parametrize("step", rollback_mod.STEPS)
+def test_rollback_cut_after_each_step_leaves_one_whole_order(dev: Device, tmp_path: Path,
+                                                             step: str) -> None:
+    """A cut after each step: GRUB sees the old order or the new one, each file whole with
+    its record; before `swapped` running rollback again finishes it."""
+    active_id, passive_id = image_id(dev.active), image_id(dev.passive)
+    assessment.write(dev.state, Flags(active_id, 1, ""))
+    before = dev.snapshot()
+
+    def hook(name: str) -> None:
+        if name == step:
+            raise RollbackCut(name)
+    targets = rollback_mod.RollbackTargets(dev.state, "active", lock_dir=dev.persistent)
+    with pytest.raises(RollbackCut):
+        rollback_mod.rollback(targets, rollback_mod.Steps(hook=hook))
+    swapped = rollback_mod.STEPS.index(step) >= rollback_mod.STEPS.index("swapped")
+    view = grub_view(tmp_path / "dev/state.ext4")
+    now = dev.snapshot()
+    first, second = ("passive", "active") if swapped else ("active", "passive")
+    for role, was in (("active", first), ("passive", second)):
+        assert now.files[f"state:{SLOT_FILES[role]}"] == before.files[f"state:{SLOT_FILES[was]}"]
+        assert view[f"{role}.img"] == now.inodes[f"state:{SLOT_FILES[role]}"], (step, role)
+    versions = {"active": "v1.0.0", "passive": "v0.9.0"}
+    records = dev.records()  # matched by inode: right on both sides of the swap
+    assert records["active"].version == versions[first]
+    assert records["passive"].version == versions[second]
+    if not swapped:
+        result_json(rollback_cli(dev, "--json"))
+    assert image_id(dev.active) == passive_id
+    cleared = rollback_mod.STEPS.index(step) >= rollback_mod.STEPS.index("flags-cleared")
+    if cleared or not swapped:
+        assert not assessment.read(dev.state).tentative
+
+
+class RollbackCut(BaseException):
+    """A power cut right after a rollback step."""
 
 
 def test_rollback_without_passive_is_refused(tmp_path: Path) -> None:

@@ -41,9 +41,9 @@ def boot_vm(keypair: tuple[Path, Path], tmp_path: Path) -> Iterator[object]:
     """A factory: boot_vm(disk, uefi=False) → a started VM, stopped at the end of the test."""
     started: list[VM] = []
 
-    def start(disk: Path, *, uefi: bool = False, **kwargs: object) -> VM:
+    def start(disk: Path, *, uefi: bool = False, cpus: int = GUEST_CPUS, **kwargs: object) -> VM:
         cfg = VMConfig(disk=disk, uefi=uefi, ssh_key=keypair[0], ssh_user="kairos",
-                       cpus=kwargs.pop("cpus", GUEST_CPUS),
+                       cpus=cpus,
                        serial_log=tmp_path / f"serial-{len(started)}.log", **kwargs)  # type: ignore[arg-type]
         vm = VM(cfg).start()
         started.append(vm)

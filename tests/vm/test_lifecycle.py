@@ -16,9 +16,20 @@ skips the later ones:
    before userspace (its initrd has no working init; `panic=5` reboots): GRUB counts its one
    try, the kernel panics, GRUB refuses v3 and v1 boots and settles, v3 in the failed list.
 
-NOT YET WRITTEN (issue 9's steps 4-6): five good reboots and a power cut, rollback lasting
-two reboots and `kairos bootentry`, and `kairos reset` (refused from active, from recovery,
-then statereset).
+4. Without the v1-only check, v2 again (--force: it is in the failed list) and reboot: v2
+   is tentative once, marked good; then five reboots and one power cut during a boot: never
+   a fallback, no tentative flag left in the grubenv block.
+5. `kairos rollback` to v1 lasts across two reboots; `bootentry --select fallback` boots v2
+   (passive) exactly once; `bootentry --select recovery` boots recovery once.
+6. `kairos reset` is refused from active; from recovery it wipes a file in /usr/local and
+   one in the user's home, keeps /oem (the user from its config logs in again) and boots
+   active (the recovery image, v1) afterwards. The `statereset` entry does the same by
+   itself.
+7. The rollback of step 5 and the reset of step 6 ran in step mode, the boot disk
+   snapshotted at each of their markers (tests/vm/stepping.py): each snapshot is now
+   cold-booted as a power cut at that moment. A complete image must boot (recovery counts
+   for a reset cut), `state` must say which, and at some cuts running the action again must
+   converge. The table of moments and outcomes is printed.
 """
 
 from __future__ import annotations
@@ -35,10 +46,12 @@ from typing import Any
 
 import pytest
 
+from kairos.run import run
 from kairos.vm.machine import BOOT_MARKER, VM
 from kairos.vm.serial import tail
 from tests.helpers import BOOT_TIMEOUT, state
 from tests.vm.lifecycle_images import build_panic_slot
+from tests.vm.stepping import Stepped, step_through
 from tests.vm.upgrade_images import media_disk, overlay_guest
 
 # Several boots under TCG (~40-60 s each): not yet timed for CI, so it runs when asked.
@@ -55,6 +68,9 @@ V3_VERSION = "0.3.0"
 PANIC = "Kernel panic"
 UPGRADE_TIMEOUT = 1800.0
 REFUSING = "kairos-grub: refusing"
+# systemd's console line once the base system is up: a cut after it lands inside the boot.
+MID_BOOT = r"Reached target.*Basic System"
+WIPED_FILES = ("/usr/local/lifecycle.txt", "/home/kairos/lifecycle.txt")
 COUNTING = "kairos-grub: counting a boot"
 
 
@@ -64,10 +80,19 @@ class Image:
     sha256: str  # of the slot image `kairos build` made
 
 
+# Step 7's moments: after each of these markers the disk is snapshotted (a power cut there).
+ROLLBACK_CUTS = ("records-written", "swapped", "flags-cleared")
+RESET_CUTS = ("image-written", "pinned", "persistent-wiped", "active-replaced",
+              "passive-written", "passive-replaced", "unpinned")
+# Where the action is run again after the cut boot, and must converge.
+CONVERGE_AT = ("rollback records-written", "reset persistent-wiped", "reset passive-written")
+
+
 @dataclass
 class Run:
     broken: str = ""  # why the guest is in no known state (later tests are skipped)
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stepped: list[Stepped] = field(default_factory=list)  # step 7's snapshots
 
 
 RUN = Run()
@@ -294,3 +319,207 @@ def test_rollback_then_a_kernel_that_panics_falls_back(guest: VM, v1: Image, v2:
         assert str(st["images"]["passive"]["version"]) == V3_VERSION
         env = _grubenv(guest)
         assert env.get("kairos_failed") == v3_id and not env.get("kairos_tentative"), env
+
+
+def _reboot(vm: VM) -> tuple[dict[str, Any], str]:
+    """Reboot and return `kairos state` of the new boot and the serial text of it."""
+    mark = vm.serial_mark()
+    vm.reboot(timeout=BOOT_TIMEOUT)
+    return state(vm), vm.serial_text(mark)
+
+
+def _assert_good_boot(vm: VM, st: dict[str, Any], serial: str, version: str,
+                      boot: str = "active_boot") -> None:
+    assert (st["boot"], str(st["kairos"]["version"])) == (boot, version), (
+        st["boot"], st["kairos"], tail(serial, 30))
+    assert REFUSING not in serial, tail(serial, 40)
+    env = _grubenv(vm)
+    assert not env.get("kairos_tentative") and not env.get("kairos_tries"), env
+
+
+def test_a_good_upgrade_never_falls_back(guest: VM, v2: Image) -> None:
+    """Step 4: v2 without the failing check; five reboots and a cut during a boot."""
+    with _chained("good upgrade"):
+        guest.ssh(f"sudo -n rm -f {CHECK_CONFIG} && sync")
+        _mount_media(guest)
+        code, _, err = _upgrade(guest, "v2 (good)", f"file:{MEDIA}/v2.squashfs", "--force")
+        assert code == 0, f"exit {code}:\n{err[-3000:]}"
+        assert _grubenv(guest).get("kairos_tentative"), _grubenv(guest)
+        st, serial = _reboot(guest)
+        assert COUNTING in serial, tail(serial, 40)  # the one tentative boot
+        # Wait for the boot-assessment service to mark it good.
+        deadline = time.monotonic() + 300
+        while _grubenv(guest).get("kairos_tentative"):
+            assert time.monotonic() < deadline, (_grubenv(guest), _assessment(guest))
+            time.sleep(5)
+        assert _active_version(state(guest)) == v2.version
+    with _chained("five reboots"):
+        begin = time.monotonic()
+        for _ in range(5):
+            st, serial = _reboot(guest)
+            _assert_good_boot(guest, st, serial, v2.version)
+            assert COUNTING not in serial, tail(serial, 40)
+        RUN.timings["five reboots"] = {"total_s": round(time.monotonic() - begin, 1)}
+    with _chained("power cut during a boot"):
+        mark = guest.serial_mark()
+        guest.ssh("sudo -n systemctl reboot", check=False)
+        guest.wait_for_serial(MID_BOOT, BOOT_TIMEOUT, since=mark)
+        guest.kill()
+        mark = guest.serial_mark()
+        guest.start()
+        guest.wait_for_ssh(BOOT_TIMEOUT)
+        _assert_good_boot(guest, state(guest), guest.serial_text(mark), v2.version)
+
+
+def test_rollback_lasts_and_bootentry_is_one_shot(guest: VM, v1: Image, v2: Image) -> None:
+    """Step 5: rollback across two reboots; fallback and recovery entries for one boot."""
+    with _chained("lasting rollback"):
+        # In step mode: step 7 cold-boots the disk as each marker left it.
+        from kairos.agent.rollback import STEPS
+        rb = step_through(guest, "kairos rollback --json",
+                          {"KAIROS_ROLLBACK_PAUSE": "all", "KAIROS_ROLLBACK_STEP": "1"},
+                          "kairos-rollback", STEPS, ROLLBACK_CUTS, "rollback")
+        RUN.stepped.append(rb)
+        assert rb.returncode == 0, f"{rb.stdout}\n{rb.stderr}"
+        for _ in range(2):
+            st, serial = _reboot(guest)
+            _assert_good_boot(guest, st, serial, v1.version)
+            assert str(st["images"]["passive"]["version"]) == v2.version, st["images"]
+    with _chained("bootentry fallback"):
+        guest.ssh("sudo -n kairos bootentry --select fallback")
+        st, serial = _reboot(guest)
+        _assert_good_boot(guest, st, serial, v2.version, boot="passive_boot")
+        st, serial = _reboot(guest)
+        _assert_good_boot(guest, st, serial, v1.version)
+    with _chained("bootentry recovery"):
+        guest.ssh("sudo -n kairos bootentry --select recovery")
+        st, serial = _reboot(guest)
+        assert st["boot"] == "recovery_boot", (st["boot"], tail(serial, 30))
+        # (the boot after it is step 6's: reset runs from here)
+
+
+def _plant_user_files(vm: VM) -> None:
+    vm.ssh(f"echo gone | sudo -n tee {WIPED_FILES[0]} >/dev/null; "
+           f"echo gone > {WIPED_FILES[1]}; sync")
+
+
+def _assert_reset(vm: VM, st: dict[str, Any], version: str) -> None:
+    assert (st["boot"], _active_version(st)) == ("active_boot", version), st["boot"]
+    left = vm.ssh("ls " + " ".join(WIPED_FILES), check=False).stdout.strip()
+    assert not left, f"reset kept {left}"
+    vm.ssh("test -s /oem/90_custom.yaml")  # /oem kept: the user logged in with its key
+
+
+def test_reset_from_recovery_and_statereset(guest: VM, v1: Image) -> None:
+    """Step 6: reset refused from active; from recovery (by hand), then statereset."""
+    with _chained("reset from recovery"):
+        # Still in recovery from step 5: the files are planted on the persistent partition,
+        # which recovery mounts too.
+        assert state(guest)["boot"] == "recovery_boot"
+        _plant_user_files(guest)
+        from kairos.agent.reset import STEPS
+        rs = step_through(guest, "kairos reset --json",
+                          {"KAIROS_RESET_PAUSE": "all", "KAIROS_RESET_STEP": "1"},
+                          "kairos-reset", STEPS, RESET_CUTS, "reset", timeout=UPGRADE_TIMEOUT)
+        RUN.stepped.append(rs)
+        assert rs.returncode == 0, f"{rs.stdout}\n{rs.stderr[-3000:]}"
+        st, _ = _reboot(guest)
+        _assert_reset(guest, st, v1.version)
+    with _chained("reset refused from active"):
+        _plant_user_files(guest)
+        res = guest.ssh("sudo -n kairos reset", check=False)
+        assert res.returncode == 2 and "recovery" in res.stderr, (res.returncode, res.stderr)
+        assert guest.ssh("cat " + WIPED_FILES[0]).stdout.strip() == "gone"
+    with _chained("statereset"):
+        guest.ssh("sudo -n kairos bootentry --select statereset")
+        mark = guest.serial_mark()
+        begin = time.monotonic()
+        guest.ssh("sudo -n systemctl reboot", check=False)
+        # The statereset boot resets by itself and reboots into active.
+        guest.wait_for_serial("kairos-reset: step done", 2 * BOOT_TIMEOUT, since=mark)
+        after = guest.serial_mark()
+        guest.wait_for_serial(BOOT_MARKER, BOOT_TIMEOUT, since=after)
+        guest.wait_for_ssh(BOOT_TIMEOUT)
+        RUN.timings["statereset"] = {"reset_and_boot_s": round(time.monotonic() - begin, 1)}
+        _assert_reset(guest, state(guest), v1.version)
+
+
+@dataclass
+class CutBoot:
+    name: str  # "rollback swapped", "reset pinned", …
+    expect: str  # what must boot: "v2", "v1", "recovery"
+    boot: str = ""
+    version: str = ""
+    active: str = ""
+    passive: str = ""
+    converged: str = ""
+
+
+def _expect_cut(action: str, step: str, v1: Image, v2: Image) -> str:
+    """What a cut right after `step` must boot (see the docs of agent/rollback.py and
+    agent/reset.py): rollback v2 → v1 flips at `swapped`; reset boots the default entry
+    (active v1) before `pinned`, recovery while pinned, the new active after `unpinned`."""
+    if action == "rollback":
+        return v2.version if step == "records-written" else v1.version
+    if step in ("image-written", "unpinned"):
+        return v1.version
+    return "recovery"
+
+
+def _check_cut_boot(vm: VM, cut: CutBoot) -> None:
+    st: dict[str, Any] = state(vm)
+    cut.boot = str(st["boot"])
+    cut.version = str(st["kairos"]["version"])
+    cut.active = _active_version(st)
+    cut.passive = str((st["images"].get("passive") or {}).get("version", ""))
+    if cut.name in CONVERGE_AT:
+        action = cut.name.split()[0]
+        res = vm.ssh(f"sudo -n kairos {action} --json", check=False, timeout=UPGRADE_TIMEOUT)
+        assert res.returncode == 0, (cut, res.stderr[-3000:])
+        after: dict[str, Any] = state(vm)["images"]  # type: ignore[assignment]
+        cut.converged = f"{after['active']['version']}/{after['passive']['version']}"
+
+
+def test_power_cuts_in_rollback_and_reset_boot_a_whole_image(guest: VM, v1: Image,
+                                                             v2: Image) -> None:
+    """Step 7: each snapshot of steps 5 and 6, cold-booted."""
+    with _chained("rollback and reset power cuts"):
+        assert [r.prefix for r in RUN.stepped] == ["rollback", "reset"], RUN.stepped
+        guest.kill()
+        cuts: list[CutBoot] = []
+        begin = time.monotonic()
+        for stepped in RUN.stepped:
+            for step in stepped.taken:
+                cut = CutBoot(f"{stepped.prefix} {step}",
+                              _expect_cut(stepped.prefix, step, v1, v2))
+                cuts.append(cut)
+                run(["qemu-img", "snapshot", "-a", stepped.snapshot(step),
+                     str(guest.config.disk)])
+                guest.start()
+                try:
+                    guest.wait_for_ssh(BOOT_TIMEOUT)
+                    _check_cut_boot(guest, cut)
+                finally:
+                    guest.kill()
+        RUN.timings["power cuts"] = {"boots": len(cuts),
+                                     "total_s": round(time.monotonic() - begin, 1)}
+        table = _cut_table(cuts)
+        print(f"\nrollback and reset power cuts:\n{table}")
+        for c in cuts:
+            if c.expect == "recovery":
+                assert c.boot == "recovery_boot", (c, table)
+            else:
+                assert (c.boot, c.version) == ("active_boot", c.expect), (c, table)
+            if c.name.startswith("reset") and c.name in CONVERGE_AT:
+                assert c.converged == f"{v1.version}/{v1.version}", (c, table)
+            elif c.name in CONVERGE_AT:
+                assert c.converged.split("/")[0] == v1.version, (c, table)
+        assert len(cuts) == len(ROLLBACK_CUTS) + len(RESET_CUTS), table
+
+
+def _cut_table(cuts: list[CutBoot]) -> str:
+    rows = ["| moment | must boot | `state` boot | booted | active | passive | re-run |",
+            "|---|---|---|---|---|---|---|"]
+    rows += [f"| {c.name} | {c.expect} | {c.boot} | {c.version} | {c.active} | {c.passive} "
+             f"| {c.converged or '-'} |" for c in cuts]
+    return "\n".join(rows)

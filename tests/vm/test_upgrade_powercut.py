@@ -33,6 +33,7 @@ from kairos.vm.machine import VM
 from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, state
 from tests.registry import push, registry
 from tests.vm.conftest import assert_no_failed_steps
+from tests.vm.stepping import step_through
 
 # One upgrade and 12 cold boots: the longest VM test, in its own share of scripts/test.
 pytestmark = pytest.mark.vm
@@ -102,35 +103,16 @@ def _boot(disk: Path, keypair: tuple[Path, Path], log: Path) -> VM:
     return vm
 
 
-def _snapshot(vm: VM, name: str) -> None:
-    vm.qmp("blockdev-snapshot-internal-sync", {"device": "d0", "name": name})
-
-
-def _step_upgrade(vm: VM, ref: str, rng: random.Random) -> list[str]:
+def _step_upgrade(vm: VM, ref: str, rng: random.Random) -> tuple[list[str], dict[str, Any]]:
     """Run the upgrade in step mode, snapshotting the disk at each moment; returns the cuts
-    in the order they were taken."""
-    vm.ssh("sudo -n sh -c 'KAIROS_UPGRADE_PAUSE=all KAIROS_UPGRADE_STEP=1 setsid "
-           f"kairos upgrade --source oci:{ref} --allow-insecure-registries --json "
-           "> /run/upgrade.json 2> /run/upgrade.log < /dev/null &'")
-    taken: list[str] = []
-    mark: int | None = None
-    for phase in PAUSES:
-        vm.wait_for_serial(f"kairos-upgrade: paused at {phase}", timeout=1200, since=mark)
-        if phase in CUT_PHASES:
-            _snapshot(vm, f"cut-{phase}")
-            taken.append(phase)
-        mark = vm.serial_mark()
-        vm.ssh("sudo -n pkill -USR1 -f '[k]airos upgrade'")
-        if phase in RANDOM_AFTER:
-            time.sleep(rng.uniform(0.5, 6.0))
-            name = f"random-after-{phase}"
-            _snapshot(vm, f"cut-{name}")
-            taken.append(name)
-    deadline = time.monotonic() + 300
-    while "done" not in vm.ssh("cat /run/upgrade.json || true").stdout:
-        assert time.monotonic() < deadline, vm.ssh("tail -5 /run/upgrade.log").stdout
-        time.sleep(2)
-    return taken
+    in the order they were taken, and the upgrade's JSON result."""
+    run = step_through(
+        vm, f"kairos upgrade --source oci:{ref} --allow-insecure-registries --json",
+        {"KAIROS_UPGRADE_PAUSE": "all", "KAIROS_UPGRADE_STEP": "1"}, "kairos-upgrade",
+        PAUSES, CUT_PHASES, "cut",
+        random_after={phase: rng.uniform(0.5, 6.0) for phase in RANDOM_AFTER})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.taken, json.loads(run.stdout)
 
 
 def _expect(name: str) -> str:
@@ -212,8 +194,7 @@ def test_power_cut_at_every_moment_boots_a_whole_slot(
         vm.ssh("echo kept | sudo -n tee /usr/local/powercut.txt >/dev/null; "
                "echo kept > /home/kairos/powercut.txt; sync")
         before = _hashes(vm)
-        taken = _step_upgrade(vm, v2_ref, rng)
-        result = json.loads(vm.ssh("cat /run/upgrade.json").stdout)
+        taken, result = _step_upgrade(vm, v2_ref, rng)
     finally:
         vm.kill()
         vm.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kairos.agent import slotfile
 from kairos.boot import grubenv
 from kairos.boot.grubcfg import ENTRY_IDS
 from kairos.errors import BadInput
@@ -35,4 +36,7 @@ def select(entry: str, env_file: Path = OEM_GRUBENV) -> BootEntries:
     if not env_file.exists():
         grubenv.create(env_file)
     grubenv.set_vars(env_file, {"next_entry": entry})
+    # GRUB reads COS_OEM without replaying its journal: a power cut before the next
+    # checkpoint would otherwise lose the selection, or show GRUB a half-committed block.
+    slotfile.checkpoint(env_file.parent)
     return list_entries(env_file)

@@ -12,7 +12,8 @@ power cut at any instant leaves:
   converges on the end state of an uncut run.
 
 Steps (each prints `kairos-reset: step NAME`; naming it in KAIROS_RESET_PAUSE stops the reset
-there for good so a test can cut the power; a test can also pass a hook called after each):
+there for good so a test can cut the power, and with KAIROS_RESET_STEP=1 it waits for SIGUSR1
+and goes on, so a test can snapshot the disk at each; a test can also pass a hook):
 
 Step (what is done) → what a cut right after it boots:
 
@@ -105,7 +106,7 @@ class Steps(Markers):
 
     names = STEPS
     pause_env = PAUSE_ENV
-    step_env = None
+    step_env = "KAIROS_RESET_STEP"
     marker = MARK
     who = "kairos-reset"
     kind = "step"

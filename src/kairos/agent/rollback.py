@@ -21,6 +21,12 @@ choice lasts:
 
 Booted from passive, the same swap makes the running image active (nothing to reboot for).
 Rollback and upgrade take the same lock, so they never interleave.
+
+Each step prints `kairos-rollback: step NAME` (agent/phases.py): `checked`,
+`records-written`, `swapped`, `flags-cleared`, `done`. KAIROS_ROLLBACK_PAUSE names steps to
+stop at for good, and KAIROS_ROLLBACK_STEP=1 makes them wait for SIGUSR1, so a test can cut
+the power at each. A cut up to `records-written` boots the old active image (run rollback
+again); from `swapped` on, the new one (done: running it again would swap back).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kairos.agent import slotfile, slotstate
+from kairos.agent.phases import Markers
 from kairos.agent.upgrade import check_slot_file, image_id_of_slot, lock, swap_slots, writable
 from kairos.agent.upgradesource import device_arch
 from kairos.errors import BadInput, KairosError
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kairos.rollback")
 
 ACTIVE_IMG, PASSIVE_IMG = "cOS/active.img", "cOS/passive.img"
+STEPS = ("checked", "records-written", "swapped", "flags-cleared", "done")
 SLOT_FILES = {"active": ACTIVE_IMG, "passive": PASSIVE_IMG}
 STATE_MOUNT = Path("/run/initramfs/cos-state")
 PERSISTENT_MOUNT = Path("/usr/local")
@@ -94,6 +102,17 @@ class RollbackPlan:
     records: dict[str, slotstate.ImageRecord | None]
     ids: dict[str, str]  # role → image id ("" when the image names none)
     flags: Flags | None  # None: no assessment module/file to update
+
+
+class Steps(Markers):
+    """The rollback's step markers (see the module doc)."""
+
+    names = STEPS
+    pause_env = "KAIROS_ROLLBACK_PAUSE"
+    step_env = "KAIROS_ROLLBACK_STEP"
+    marker = "kairos-rollback: step"
+    who = "kairos-rollback"
+    kind = "step"
 
 
 # ------------------------------------------------------------------------------- checks
@@ -241,17 +260,21 @@ def _slot_image(role: str, rec: slotstate.ImageRecord | None, ident: str) -> Slo
     return img
 
 
-def rollback(targets: RollbackTargets) -> RollbackResult:
+def rollback(targets: RollbackTargets, steps: Steps | None = None) -> RollbackResult:
     """Swap active and passive for good; see the module doc."""
+    steps = steps or Steps()
     plan = plan_rollback(targets)
     with _locked(targets.lock_dir), writable(targets.state_dir, targets.remount):
         # Re-read under the lock: an upgrade that just finished changed the files.
         plan = plan_rollback(targets)
+        steps.mark("checked")
         # The flip's own swap: records first (each follows its file by inode), then one
         # RENAME_EXCHANGE, each step checkpointed so GRUB sees it.
-        swap_slots(targets.state_dir)
+        swap_slots(targets.state_dir, steps.mark)
         cleared = clear_tentative(targets.state_dir, plan.flags)
+        steps.mark("flags-cleared")
     entry_reset = reset_fallback_selection(targets.oem_dir)
+    steps.mark("done")
     log.info("rollback: active is now %s, passive %s",
              _short(plan.ids["passive"]), _short(plan.ids["active"]))
     return RollbackResult(

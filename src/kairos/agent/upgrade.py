@@ -637,19 +637,24 @@ def flip_system(state: Path, new: slotstate.ImageRecord, booted: str, phases: Ph
     phases.mark("checkpointed")
 
 
-def swap_slots(state: Path) -> None:
+def swap_slots(state: Path, mark: Callable[[str], None] | None = None) -> None:
     """Exchange active.img and passive.img for good, as the flip does: records first (each
     follows its file), then one RENAME_EXCHANGE, each step checkpointed so GRUB sees it. A
-    cut anywhere leaves either order whole; the caller decides whether to run it again."""
+    cut anywhere leaves either order whole; the caller decides whether to run it again.
+    `mark` is told `records-written` and `swapped` (rollback's step markers)."""
     current = _current(state, {"active": ACTIVE_IMG, "passive": PASSIVE_IMG})
     swapped = {"active": current["passive"], "passive": current["active"]}
     roles = {k: v for k, v in swapped.items() if v is not None}
     slotstate.save(state, "COS_STATE", roles,
                    slotstate.others(slotstate.read_doc(state), "COS_STATE", roles))
     slotfile.checkpoint(state)
+    if mark is not None:
+        mark("records-written")
     slotfile.exchange(state / PASSIVE_IMG, state / ACTIVE_IMG)
     slotfile.fsync_dir(state / "cOS")
     slotfile.checkpoint(state)
+    if mark is not None:
+        mark("swapped")
 
 
 def _replace(new: Path, target: Path) -> None:

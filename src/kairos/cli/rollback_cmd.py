@@ -40,9 +40,9 @@ def _targets(args: argparse.Namespace) -> Any:
 
 
 def rollback_cmd(args: argparse.Namespace) -> int:
-    from kairos.agent.rollback import rollback
+    from kairos.agent.rollback import Steps, rollback
     from kairos.agent.upgrade import reboot_after
-    result = rollback(_targets(args))
+    result = rollback(_targets(args), Steps.from_env())
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
