@@ -309,8 +309,12 @@ class VM:
 
     def ssh_host_key_fingerprint(self, key_type: str = "ed25519") -> str:
         """The SHA256 fingerprint of the guest's host key, e.g. to prove it survives upgrades."""
-        scan = run(["ssh-keyscan", "-T", "10", "-t", key_type, "-p", str(self.ssh_port),
-                    "127.0.0.1"], check=False, timeout=60)
+        # -T bounds the key exchange, slow on a loaded TCG guest (see net.SSH_OPTIONS).
+        for _ in range(3):
+            scan = run(["ssh-keyscan", "-T", "30", "-t", key_type, "-p", str(self.ssh_port),
+                        "127.0.0.1"], check=False, timeout=90)
+            if scan.stdout.strip():
+                break
         if not scan.stdout.strip():
             raise KairosError(f"ssh-keyscan got no {key_type} host key from the guest",
                               "is sshd up? call wait_for_ssh() first")

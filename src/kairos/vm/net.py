@@ -10,12 +10,14 @@ from pathlib import Path
 LOCALHOST = "127.0.0.1"
 
 # Options for throw-away guests: their host keys change with every image, so no known_hosts;
-# BatchMode so a missing key fails at once instead of prompting for a password.
+# BatchMode so a missing key fails at once instead of prompting for a password. QEMU accepts
+# the TCP connection at once, so ConnectTimeout bounds the handshake and key exchange: a
+# one-vCPU TCG guest sharing two cores with others took over 10 s for it.
 SSH_OPTIONS: tuple[str, ...] = (
     "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null",
     "-o", "BatchMode=yes",
-    "-o", "ConnectTimeout=5",
+    "-o", "ConnectTimeout=30",
     "-o", "LogLevel=ERROR",
 )
 

@@ -112,7 +112,7 @@ def test_ssh_argv(tmp_path: Path) -> None:
     argv = ssh_argv(2222, "kairos", key, "cat /proc/cmdline")
     assert argv[0] == "ssh" and argv[-2:] == ["kairos@127.0.0.1", "cat /proc/cmdline"]
     for opt in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "BatchMode=yes",
-                "ConnectTimeout=5"):
+                "ConnectTimeout=30"):
         assert argv[argv.index(opt) - 1] == "-o"
     assert argv[argv.index("-i") + 1] == str(key)
     assert argv[argv.index("-p") + 1] == "2222"
