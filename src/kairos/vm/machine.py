@@ -288,7 +288,12 @@ class VM:
             if not self.running:
                 raise KairosError(f"QEMU exited while waiting for SSH; serial log tail:\n"
                                   f"{tail(self.serial_text())}", "see the serial log")
-            if wait_banner(self.ssh_port, min(2.0, max(0.1, deadline - time.monotonic()))):
+            # A loaded one-vCPU guest's sshd (a fork and re-exec per connection) took over
+            # 2 s to send its banner; probes given up sooner piled up in sshd as unfinished
+            # connections and none ever got through. So each probe waits up to 12 s, and
+            # the loop comes back every 30 s to notice a QEMU that died.
+            window = min(30.0, max(0.1, deadline - time.monotonic()))
+            if wait_banner(self.ssh_port, window, patience=12.0):
                 if not login:
                     return time.monotonic() - self.started_at
                 left = max(5.0, deadline - time.monotonic())
