@@ -25,6 +25,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "grub-editenv": "grub-common",
     "mcopy": "mtools",
     "mmd": "mtools",
+    "mdir": "mtools",
+    "mtype": "mtools",
     "mkfs.vfat": "dosfstools",
     "sgdisk": "gdisk",
     "sfdisk": "fdisk",

@@ -34,8 +34,20 @@ from kairos.disk.filesystems import (
     mkfs_vfat,
 )
 from kairos.disk.gpt import KAIROS_DISK_GUID, write_gpt
-from kairos.disk.layout import SECTOR, DiskLayout, Partition, kairos_specs
+from kairos.disk.layout import (
+    GUID_LINUX_FS,
+    PERSISTENT_MIN_MIB,
+    SECTOR,
+    STATE_EXTRA,
+    DiskLayout,
+    Partition,
+    PartitionSpec,
+    ext4_size_mib,
+    kairos_specs,
+    minimum_disk_size,
+)
 from kairos.disk.mounts import tempdir
+from kairos.disk.sizes import MiB
 from kairos.envfile import parse_env
 from kairos.errors import BadInput, KairosError
 from kairos.run import require, run
@@ -52,6 +64,96 @@ SQUASHFS_COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "z
 # state.yaml with their records (slotstate).
 SLOT_FILES = {"state": {"active": "/cOS/active.img", "passive": "/cOS/passive.img"},
               "recovery": {"recovery": "/cOS/recovery.squashfs"}}
+# Kairos's own partitions (GPT names), in install order; install.partitions may size the
+# last four (and efi), never change what they hold.
+KAIROS_PARTS = ("bios", "efi", "oem", "recovery", "state", "persistent")
+# The smallest size (MiB) install.partitions may give: FAT32 with 512-byte clusters needs
+# 65525 clusters; ext4 with its journal and a few configs fits in 16 MiB.
+MIN_PART_MIB = {"efi": 34, "oem": 16, "recovery": 16, "state": 16,
+                "persistent": PERSISTENT_MIN_MIB}
+# What an extra partition may hold (Kairos's default is ext2; `none` leaves it unformatted).
+EXTRA_FS = ("ext2", "ext3", "ext4", "vfat", "none")
+EXTRA_DEFAULT_FS = "ext2"
+GUID_BASIC_DATA = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"  # what other systems mount as FAT
+
+
+@dataclass(frozen=True)
+class ExtraPartition:
+    """One entry of install.extra-partitions (size in MiB, 0 = the rest of the disk)."""
+
+    name: str
+    size_mib: int
+    fs: str = EXTRA_DEFAULT_FS
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """install.partitions sizes, install.extra-partitions, and the slot sizes to reserve
+    (install.system.size, passive.size, recovery-system.size), all in MiB."""
+
+    sizes: Mapping[str, int] = field(default_factory=dict)  # partition name → MiB
+    extra: tuple[ExtraPartition, ...] = ()
+    system_mib: int = 0
+    passive_mib: int = 0
+    recovery_mib: int = 0
+
+
+def _sized(spec: PartitionSpec, want: int | None, default_mib: int,
+           least_mib: int) -> PartitionSpec:
+    """The spec at its install.partitions size (`want`, MiB), refused below `least_mib`
+    (what it must hold); without one, at `default_mib`."""
+    if want is None:
+        return dataclasses.replace(spec, size_mib=default_mib)
+    if want == 0 and spec.name == "persistent":  # Kairos's default: the rest of the disk
+        return dataclasses.replace(spec, size_mib=0)
+    least = max(MIN_PART_MIB.get(spec.name, 1), least_mib)
+    if want < least:
+        raise BadInput(f"install.partitions.{spec.name}.size is {want} MiB, {spec.label} "
+                       f"needs at least {least} MiB", f"set it to {least} or more, or drop it")
+    return dataclasses.replace(spec, size_mib=want)
+
+
+def _extra_spec(extra: ExtraPartition) -> PartitionSpec:
+    guid = GUID_BASIC_DATA if extra.fs == "vfat" else GUID_LINUX_FS
+    return PartitionSpec(extra.name, extra.label if extra.fs != "none" else "", extra.fs,
+                         extra.size_mib, guid)
+
+
+def install_specs(slot_size: int, recovery_size: int,
+                  opts: LayoutOptions | None = None) -> list[PartitionSpec]:
+    """Kairos's partitions for these images (bytes), sized by `opts`, then the extra
+    partitions; the one partition of size 0 goes last and takes the rest of the disk."""
+    opts = opts or LayoutOptions()
+    # What the images need, with the reservations of system/passive/recovery-system.size:
+    # COS_STATE holds active, passive and an upgrade's transition image.
+    active = max(slot_size, opts.system_mib * MiB)
+    passive = max(slot_size, opts.passive_mib * MiB)
+    need = {"state": ext4_size_mib(2 * active + passive + STATE_EXTRA),
+            "recovery": ext4_size_mib(2 * max(recovery_size, opts.recovery_mib * MiB))}
+    specs = []
+    for spec in kairos_specs(slot_size, recovery_size):
+        if spec.name == "bios":
+            specs.append(spec)
+            continue
+        # An explicit size may drop a reservation, never go below what the images need
+        # (kairos_specs' own size for state and recovery).
+        least = spec.size_mib if spec.name in need else 0
+        specs.append(_sized(spec, opts.sizes.get(spec.name),
+                            need.get(spec.name, spec.size_mib), least))
+    specs += [_extra_spec(e) for e in opts.extra]
+    rest = [s for s in specs if s.size_mib == 0]
+    if len(rest) > 1:
+        raise BadInput(f"partitions {', '.join(s.name for s in rest)} all have size 0 (the "
+                       "rest of the disk); only one can",
+                       "give install.partitions.persistent.size (MiB) or the extra "
+                       "partition a size")
+    return [s for s in specs if s.size_mib != 0] + rest
+
+
+def minimum_size(slot_size: int, recovery_size: int, opts: LayoutOptions | None = None) -> int:
+    """The smallest disk (bytes) the layout fits on."""
+    return minimum_disk_size(install_specs(slot_size, recovery_size, opts))
 
 
 def validate_cloud_config(path: Path) -> None:
@@ -180,6 +282,7 @@ def plan_install(
     cloud_configs: Sequence[Path],
     grub_options: Mapping[str, object],
     cfg_options: GrubCfgOptions | None = None,
+    layout: LayoutOptions | None = None,
 ) -> InstallPlan:
     """Check the inputs and lay out the disk; raises BadInput before anything is written."""
     require(*TOOLS)
@@ -194,11 +297,11 @@ def plan_install(
                        "merge some of them")
     env = {str(k): "" if v is None else str(v) for k, v in grub_options.items()}
     grubenv.encode(env)  # overflow or a bad name fails here, not halfway through
-    layout = DiskLayout.compute(kairos_specs(slot_size, recovery_size), disk_size)
+    disk = DiskLayout.compute(install_specs(slot_size, recovery_size, layout), disk_size)
     slot_record = image_record(slot_image)
     records = {"active": slot_record, "passive": slot_record,
                "recovery": slot_record if recovery == slot_image else image_record(recovery)}
-    return InstallPlan(layout, slot_image, recovery, tuple(cloud_configs), env,
+    return InstallPlan(disk, slot_image, recovery, tuple(cloud_configs), env,
                        render_grub_cfg(cfg_options), records=records)
 
 
@@ -264,6 +367,9 @@ def _write_filesystems(plan: InstallPlan, fs: dict[str, FsTarget], work: Path) -
         "recovery": [LargeFile(plan.recovery_image, "/cOS/recovery.squashfs")],
     }
     for name, part in specs.items():
+        if name not in KAIROS_PARTS:
+            _mkfs_extra(fs[name], part)
+            continue
         if part.spec.fs != "ext4":
             continue
         with step(f"creating {part.spec.label} ({part.size // 2**20} MiB)"):
@@ -273,6 +379,26 @@ def _write_filesystems(plan: InstallPlan, fs: dict[str, FsTarget], work: Path) -
             add_large_files(fs[name], large.get(name, []))
             if name in SLOT_FILES and plan.records:
                 _write_records(plan, fs[name], part.spec.label, SLOT_FILES[name], work)
+
+
+def _mkfs_extra(target: FsTarget, part: Partition) -> None:
+    """An install.extra-partitions filesystem: empty, labelled, or nothing for `none`."""
+    spec = part.spec
+    if spec.fs == "none":
+        return
+    with step(f"creating {spec.fs} on the extra partition {spec.name} "
+              f"({part.size // MiB} MiB)"):
+        if spec.fs == "vfat":
+            argv = ["mkfs.vfat", *(["-n", spec.label] if spec.label else [])]
+            if target.offset:
+                argv.append(f"--offset={target.offset // SECTOR}")
+            run([*argv, str(target.path), str(target.size // 1024)])
+            return
+        opts = [f"offset={target.offset}"] if target.offset else []
+        argv = ["mkfs.ext4", "-F", "-q", "-t", spec.fs, *(["-L", spec.label] if spec.label
+                                                           else [])]
+        run([*argv, *(["-E", ",".join(opts)] if opts else []), str(target.path),
+             f"{target.size // 1024}k"])
 
 
 def _write_records(plan: InstallPlan, target: FsTarget, label: str, files: Mapping[str, str],

@@ -19,12 +19,13 @@ from kairos.run import which
 from kairos.safefs import resolve_in_root, write_file_atomic
 
 # Storage and filesystems a slot can sit on, plus what the boot path mounts. Missing ones
-# (built in, or absent from this kernel) are skipped.
+# (built in, or absent from this kernel) are skipped. The live ISO adds a CD (sr_mod and
+# cdrom behind an AHCI or legacy IDE controller, isofs); written to a USB stick, it is a disk.
 WANTED_MODULES = (
     "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net",
-    "ahci", "sd_mod", "nvme", "mmc_block", "sdhci_pci",
+    "ahci", "ata_piix", "sd_mod", "sr_mod", "cdrom", "nvme", "mmc_block", "sdhci_pci",
     "xhci_pci", "ehci_pci", "usb_storage", "uas",
-    "crc32c_generic", "crc32c_intel", "ext4", "loop", "squashfs", "erofs", "overlay",
+    "crc32c_generic", "crc32c_intel", "ext4", "loop", "squashfs", "erofs", "overlay", "isofs",
 )
 APPLETS = (
     "sh", "mount", "umount", "mkdir", "switch_root", "insmod", "sleep", "cat", "echo",

@@ -10,6 +10,8 @@ The facts we patch, from GRUB's include/grub/i386/pc/boot.h and boot/i386/pc/dis
 - core.img + 0x1f4 (the first blocklist entry at the end of diskboot.img's sector, 12 bytes):
   start LBA u64, sector count u16, load segment u16 (0x820) of the rest of core.img.
 UEFI: `grub-mkimage -O x86_64-efi` builds the removable-media path /EFI/BOOT/BOOTX64.EFI.
+A CD (the live ISO, artifacts/iso.py): `grub-mkimage -O i386-pc-eltorito` builds the El Torito
+image (cdboot.img + diskboot.img + core), the same modules from the i386-pc directory.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ EFI_MODULES = ("fat", "efi_gop", "efi_uga", *_COMMON_MODULES)
 
 def _mkimage(fmt: str, out: Path, modules: tuple[str, ...], early_cfg: str) -> Path:
     require("grub-mkimage")
-    moddir = GRUB_LIB / fmt
+    moddir = GRUB_LIB / ("i386-pc" if fmt.startswith("i386-pc") else fmt)
     if not (moddir / "moddep.lst").is_file():
-        pkg = "grub-pc-bin" if fmt == "i386-pc" else "grub-efi-amd64-bin"
+        pkg = "grub-pc-bin" if fmt.startswith("i386-pc") else "grub-efi-amd64-bin"
         raise KairosError(f"GRUB modules for {fmt} are not installed ({moddir})",
                           f"install them with: apt-get install {pkg}")
     cfg = out.with_name(out.name + ".early.cfg")
@@ -72,9 +74,21 @@ def build_core_img(out: Path, early_cfg: str | None = None) -> Path:
     return out
 
 
-def build_efi_image(out: Path, early_cfg: str | None = None) -> Path:
+def build_efi_image(out: Path, early_cfg: str | None = None,
+                    extra_modules: tuple[str, ...] = ()) -> Path:
     """UEFI BOOTX64.EFI with all modules and the early config embedded."""
-    return _mkimage("x86_64-efi", out, EFI_MODULES, early_cfg or render_early_cfg())
+    return _mkimage("x86_64-efi", out, EFI_MODULES + extra_modules,
+                    early_cfg or render_early_cfg())
+
+
+def build_eltorito_img(out: Path, early_cfg: str, extra_modules: tuple[str, ...] = ()) -> Path:
+    """BIOS El Torito boot image (for `xorriso -b`) with all modules and the early config.
+    cdboot.img loads the rest of it, so it has the same size limit as core.img."""
+    _mkimage("i386-pc-eltorito", out, BIOS_MODULES + extra_modules, early_cfg)
+    if out.stat().st_size > CORE_MAX_BYTES:
+        raise KairosError(f"GRUB El Torito image is {out.stat().st_size} bytes, too large to "
+                          "load", "embed fewer modules")
+    return out
 
 
 def boot_img_path() -> Path:

@@ -19,6 +19,8 @@ from kairos.ui import setup_logging
 VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.build_cmd",
     "kairos.cli.disk_cmd",
+    "kairos.cli.iso_cmd",
+    "kairos.cli.install_cmd",
     "kairos.cli.vm_cmd",
     "kairos.cli.state_cmd",
     "kairos.cli.config_cmd",
@@ -35,7 +37,9 @@ VERB_MODULES: tuple[str, ...] = (
 VERB_OWNERS: dict[str, str] = {
     "build": "kairos.cli.build_cmd",
     "disk": "kairos.cli.disk_cmd",
-    "install": "kairos.cli.disk_cmd",
+    "iso": "kairos.cli.iso_cmd",
+    "install": "kairos.cli.install_cmd",
+    "manual-install": "kairos.cli.install_cmd",
     "vm": "kairos.cli.vm_cmd",
     "state": "kairos.cli.state_cmd",
     "config": "kairos.cli.config_cmd",

@@ -1,30 +1,16 @@
-"""`kairos disk` (a bootable disk image) and `kairos install` (onto a real device)."""
+"""`kairos disk`: a bootable disk image (`kairos install`, onto a device, is install_cmd)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from kairos.agent.install import install, plan_for_device, refuse_if_in_use
-from kairos.artifacts.disk import find_images, make_disk
+from kairos.artifacts.disk import make_disk
 from kairos.boot.grubcfg import GrubCfgOptions
+from kairos.cli.install_cmd import grub_options
 from kairos.disk.sizes import format_size
-from kairos.errors import BadInput
-from kairos.ui import log
-
-
-def _grub_options(pairs: list[str] | None) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--grub-option {pair!r} is not KEY=VALUE",
-                           "e.g. --grub-option extra_cmdline=quiet")
-        options[key] = value
-    return options
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -51,22 +37,11 @@ def register(sub: Any) -> None:
     _add_common(disk)
     disk.set_defaults(func=_disk)
 
-    inst = sub.add_parser("install", help="install a built image onto a disk device (erases it)",
-                          description="Partition DEVICE and install the image in IMAGE_DIR "
-                                      "with A/B slots, recovery and GRUB for BIOS and UEFI.")
-    inst.add_argument("--device", type=Path, required=True, metavar="DEV",
-                      help="the whole disk to erase, e.g. /dev/sda")
-    inst.add_argument("--image", type=Path, required=True, metavar="IMAGE_DIR",
-                      help="build output directory holding rootfs.squashfs")
-    inst.add_argument("--yes", action="store_true", help="do not ask before erasing DEV")
-    _add_common(inst)
-    inst.set_defaults(func=_install)
-
 
 def _disk(args: argparse.Namespace) -> int:
     result = make_disk(
         args.image_dir, args.output, size=args.size, cloud_config=args.cloud_config,
-        fmt=args.format, grub_options=_grub_options(args.grub_option),
+        fmt=args.format, grub_options=grub_options(args.grub_option),
         cfg_options=GrubCfgOptions(timeout=args.grub_timeout),
     )
     if args.json:
@@ -74,33 +49,4 @@ def _disk(args: argparse.Namespace) -> int:
     else:
         print(f"{result.path} ({result.format}, "
               f"{format_size(result.plan.layout.disk_size)}) is ready")
-    return 0
-
-
-def _confirm(device: Path) -> None:
-    if not sys.stdin.isatty():
-        raise BadInput(f"refusing to erase {device} without confirmation",
-                       "pass --yes to install without asking")
-    sys.stderr.write(f"This erases everything on {device}. Type 'yes' to continue: ")
-    sys.stderr.flush()
-    if sys.stdin.readline().strip().lower() != "yes":
-        raise BadInput("installation cancelled", "answer 'yes' or pass --yes")
-
-
-def _install(args: argparse.Namespace) -> int:
-    slot, recovery = find_images(args.image)
-    refuse_if_in_use(args.device)
-    plan = plan_for_device(
-        args.device, slot, recovery_image=recovery,
-        cloud_configs=[args.cloud_config] if args.cloud_config else [],
-        grub_options=_grub_options(args.grub_option),
-        cfg_options=GrubCfgOptions(timeout=args.grub_timeout),
-    )
-    if not args.yes:
-        _confirm(args.device)
-    install(plan, args.device)
-    if args.json:
-        print(json.dumps({"device": str(args.device), **plan.summary()}, indent=2))
-    else:
-        log.info("installed on %s", args.device)
     return 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kairos.boot.live import LIVE_DIR
 from kairos.config.cmdline import parse_cmdline
 from kairos.config.diagnostic import WARNING, Diagnostic
 from kairos.config.fetch import RETRY_DELAY, fetch_text
@@ -35,8 +36,8 @@ from kairos.errors import KairosError
 
 log = logging.getLogger("kairos.config")
 
-CONFIG_DIRS: tuple[str, ...] = ("/run/initramfs/live", "/etc/kairos", "/usr/local/cloud-config",
-                                "/oem")
+# The first is the live medium (boot/live.py): the ISO's /config.yaml and oem/ directory.
+CONFIG_DIRS: tuple[str, ...] = (str(LIVE_DIR), "/etc/kairos", "/usr/local/cloud-config", "/oem")
 EXTENSIONS = (".yaml", ".yml")
 MAX_FILE_SIZE = 1 << 20  # 1 MiB
 MAX_URL_CHAIN = 10  # config_url pointing to config_url …: stop a loop or a runaway chain

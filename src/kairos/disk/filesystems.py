@@ -134,10 +134,11 @@ def chown_root(target: FsTarget, staging: Path) -> None:
         _debugfs(target, commands, write=True)
 
 
-def mkfs_vfat(target: FsTarget, label: str) -> None:
+def mkfs_vfat(target: FsTarget, label: str, *, fat_bits: int = 32) -> None:
     """FAT32 with 512-byte clusters, so a 64 MiB ESP has enough clusters to really be FAT32
-    (firmware decides the FAT type by cluster count)."""
-    argv = ["mkfs.vfat", "-F", "32", "-s", "1", "-n", label]
+    (firmware decides the FAT type by cluster count). `fat_bits` 12 or 16 for a small image
+    (the live ISO's EFI boot image: a few MiB, far below FAT32's minimum)."""
+    argv = ["mkfs.vfat", "-F", str(fat_bits), "-s", "1", "-n", label]
     if target.offset:
         if target.offset % 512:
             raise ValueError("vfat offset must be whole sectors")

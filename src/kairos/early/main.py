@@ -77,6 +77,10 @@ def run_fs_stage(skip_dir: str = SKIP_DIR, root: Path = Path("/")) -> bool:
 
 
 def _mount_oem(params: BootParams) -> bool:
+    if params.mode == "live":
+        # A live boot must not touch the disks of the machine it runs on (COS_OEM may be an
+        # installed system's): /oem is RAM, where the datasource can still put user-data.
+        return mount("tmpfs", "/oem", "tmpfs", "mode=755,nosuid,nodev")
     dev = find_label(params.oem_label, params.oem_timeout)
     if dev is None:
         log.warning("no %s partition found within %ss", params.oem_label, params.oem_timeout)

@@ -1,5 +1,9 @@
 """The mount plan of early boot, as data: computed from the kernel command line and the
-layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by apply.py."""
+layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by apply.py.
+
+A live boot (the ISO: `root=live:CDLABEL=…`) keeps everything in RAM: what an installed
+system makes writable (its overlays, its persistent volume and binds) becomes tmpfs overlays,
+and no disk is mounted unless the kernel command line itself names one."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
+from kairos.boot.live import live_label
 from kairos.envfile import parse_env as parse_env  # re-exported for early/main.py
 
 # Kairos's defaults (its bundled 00_rootfs.yaml): ephemeral overlays and persistent binds.
@@ -51,15 +56,21 @@ class BootParams:
     init: str = "/sbin/init"
 
 
-def _mode_for(label: str, tokens: set[str]) -> str:
+def _mode_for(label: str, tokens: set[str], live: str | None) -> str:
+    """Kairos's order (agent/state.py's boot_from_cmdline follows it too): a live medium
+    labelled as a slot (`root=live:LABEL=COS_RECOVERY`, a squashfs recovery in Kairos) is
+    that slot's boot; any other `root=live:` or `netboot` is a live boot."""
+    name = label or live or ""
     if "kairos.reset" in tokens:
         return "autoreset"
-    if label == "COS_ACTIVE":
+    if name == "COS_ACTIVE":
         return "active"
-    if label == "COS_PASSIVE":
+    if name == "COS_PASSIVE":
         return "passive"
-    if label in ("COS_RECOVERY", "COS_SYSTEM") or "recovery-mode" in tokens:
+    if name in ("COS_RECOVERY", "COS_SYSTEM") or "recovery-mode" in tokens:
         return "recovery"
+    if live is not None or "netboot" in tokens:
+        return "live"
     return "unknown"
 
 
@@ -91,8 +102,8 @@ def parse_cmdline(text: str) -> BootParams:
                 oem_timeout = float(value)
         elif key == "init" and value.startswith("/"):
             init = value
-    return BootParams(_mode_for(label, set(tokens)), image, overlay, tuple(mounts), debugrw,
-                      oem_label, oem_timeout, init)
+    return BootParams(_mode_for(label, set(tokens), live_label(text)), image, overlay,
+                      tuple(mounts), debugrw, oem_label, oem_timeout, init)
 
 
 def booted_params(params: BootParams, booted_image: str) -> BootParams:
@@ -163,9 +174,57 @@ def _volumes(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def cover(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The fewest of `paths` whose subtrees hold all of them, shallowest first:
+    (/etc, /etc/ssh, /var/log, /var) → (/etc, /var)."""
+    out: list[str] = []
+    for path in sorted(dict.fromkeys(paths), key=lambda p: (p.count("/"), p)):
+        if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in out):
+            out.append(path)
+    return tuple(out)
+
+
+def _overlay_spec(overlay: str) -> tuple[str, str]:
+    """(source, size) of the overlay base: tmpfs with a size, or a block device."""
+    if overlay.startswith("tmpfs"):
+        return "tmpfs", overlay.partition(":")[2] or "25%"
+    return overlay, ""
+
+
+def _overlays(paths: tuple[str, ...], volumes: tuple[tuple[str, str], ...],
+              base: str) -> tuple[Overlay, ...]:
+    # Overlays must not hide a volume's mount point: skip rw paths that a volume owns.
+    vol_targets = {t for _, t in volumes}
+    return tuple(
+        Overlay(p, f"{base}/{dashed(p)}/.overlay/upper", f"{base}/{dashed(p)}/.overlay/work")
+        for p in dict.fromkeys(paths) if p not in vol_targets
+    )
+
+
+def live_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
+    """A live boot's plan: RAM only. Every path an installed system makes writable (rw
+    paths, the persistent volume's mount point, the persistent paths) gets a tmpfs overlay;
+    the layout's volumes and persistent binds are not mounted (they would be an installed
+    disk's), only the command line's own `rd.immucore.mount`s and overlay device."""
+    rw = _split(env.get("RW_PATHS") or None, DEFAULT_RW_PATHS)
+    persistent = _split(env.get("PERSISTENT_STATE_PATHS") or None, DEFAULT_PERSISTENT_PATHS)
+    vol_targets = tuple(t for _, t in _volumes(env.get("VOLUMES") or None))
+    writable = cover((*IMMUCORE_RW_PATHS, *rw, *vol_targets, *persistent))
+    layout = env.get("OVERLAY") or ""
+    src, size = _overlay_spec(params.overlay or (layout if layout.startswith("tmpfs") else "")
+                              or DEFAULT_OVERLAY)
+    base = "/run/overlay"
+    vols = tuple(Volume(s, t, writable=False) for s, t in params.extra_mounts)
+    return MountPlan(base, src, size, _overlays(writable, params.extra_mounts, base), vols,
+                     (), persistent=False,
+                     notes=("live boot: everything writable is in RAM",))
+
+
 def make_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
     """Compute every mount of early boot; no side effects."""
-    recoveryish = params.mode in ("recovery", "autoreset", "live")
+    if params.mode == "live":
+        return live_plan(params, env)
+    recoveryish = params.mode in ("recovery", "autoreset")
     overlay = params.overlay or env.get("OVERLAY") or DEFAULT_OVERLAY
     rw_default = IMMUCORE_RW_PATHS if recoveryish else DEFAULT_RW_PATHS
     rw_paths = _split(env.get("RW_PATHS") or None, rw_default)
@@ -177,20 +236,12 @@ def make_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
                                   DEFAULT_PERSISTENT_PATHS)
         volumes = _volumes(env.get("VOLUMES") or None)
     volumes = volumes + params.extra_mounts
-    # Overlays must not hide a volume's mount point: skip rw paths that a volume owns.
-    vol_targets = {t for _, t in volumes}
     base = "/run/overlay"
-    overlays = tuple(
-        Overlay(p, f"{base}/{dashed(p)}/.overlay/upper", f"{base}/{dashed(p)}/.overlay/work")
-        for p in dict.fromkeys(rw_paths) if p not in vol_targets
-    )
+    overlays = _overlays(rw_paths, volumes, base)
     target = env.get("PERSISTENT_STATE_TARGET") or STATE_TARGET
     ordered = sorted(dict.fromkeys(persistent_paths), key=lambda p: (p.count("/"), p))
     binds = tuple(Bind(p, f"{target}/{dashed(p)}.bind") for p in ordered)
-    if overlay.startswith("tmpfs"):
-        src, size = "tmpfs", overlay.partition(":")[2] or "25%"
-    else:
-        src, size = overlay, ""
+    src, size = _overlay_spec(overlay)
     # As immucore: extra volumes are read-only, the persistent one read-write.
     vols = tuple(Volume(s, t, writable="COS_PERSISTENT" in s) for s, t in volumes)
     return MountPlan(base, src, size, overlays, vols, binds, persistent=bool(binds))

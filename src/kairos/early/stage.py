@@ -14,10 +14,24 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kairos.boot.live import LIVE_CONFIG, LIVE_OEM_DIR, LIVE_SENTINEL
+
 if TYPE_CHECKING:
     from kairos.stages.runner import StageReport
 
 log = logging.getLogger("kairos.stages")
+
+
+def stage_dirs(root: Path, defaults: tuple[str, ...]) -> tuple[str, ...]:
+    """Where the stages come from: the runner's `defaults` (/system/oem, /oem,
+    /usr/local/cloud-config); on a live boot also the ISO's /config.yaml and oem/ directory
+    (`kairos iso --cloud-config`, `--overlay-iso`), right after the image's own /system/oem,
+    so that the medium's config acts as the machine's user config (/oem, later, still wins)."""
+    if not (root / str(LIVE_SENTINEL).lstrip("/")).exists():
+        return defaults
+    live = (str(LIVE_CONFIG), str(LIVE_OEM_DIR))
+    head = defaults[:1] if defaults[:1] == ("/system/oem",) else ()
+    return (*head, *live, *defaults[len(head):])
 
 
 def run_and_record(stage: str, root: Path = Path("/")) -> StageReport | None:
@@ -25,11 +39,13 @@ def run_and_record(stage: str, root: Path = Path("/")) -> StageReport | None:
     when the runner itself broke (then the report recorded says so in a failed step)."""
     try:
         from kairos.stages import runner
+        from kairos.stages.loader import DEFAULT_DIRS
     except Exception as exc:  # nothing to record with: the log has to do
         log.warning("stage %s: the stage runner cannot be loaded: %s", stage, exc)
         return None
     try:
-        report: StageReport | None = runner.run_stage(stage, root=root)  # logs its summary
+        report: StageReport | None = runner.run_stage(  # logs its summary
+            stage, root=root, dirs=stage_dirs(root, DEFAULT_DIRS))
     except Exception as exc:  # a bad config never fails a boot unit
         log.warning("stage %s: %s", stage, exc)
         report = None

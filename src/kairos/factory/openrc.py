@@ -4,7 +4,8 @@ The services (data/openrc/init.d/) run `/usr/lib/kairos/run-stage STAGE` as the 
 units do: cos-setup-fs in the `boot` runlevel (it does nothing when early-init ran the fs
 stage), cos-setup-boot, cos-setup-network and the periodic cos-setup-reconcile in `default`,
 with kairos-ssh-keygen before sshd, and kairos-boot-assessment (`kairos assess`) in
-`default`, once the network stage has started.
+`default`, once the network stage has started; kairos-installer (`kairos install --auto`)
+in `default`, which only acts on a live boot.
 
 /etc/init.d and /etc/runlevels are Kairos persistent paths: a device fills them from the
 image on its first boot and keeps them. So the image carries a vendor copy of these services
@@ -28,7 +29,7 @@ VENDOR_DIR = "usr/lib/kairos/openrc"
 SERVICES = {"cos-setup-fs": "boot", "cos-setup-boot": "default",
             "cos-setup-network": "default", "cos-setup-reconcile": "default",
             "kairos-ssh-keygen": "default", "kairos-boot-assessment": "default",
-            "kairos-reset": "default"}
+            "kairos-reset": "default", "kairos-installer": "default"}
 # The base's own services an image needs started, by runlevel: the first name the base has
 # wins (Debian's name, then Alpine's). Debian's packages add theirs already; this makes sure.
 BASE_SERVICES = (("sysinit", ("udev",)), ("sysinit", ("networking",)),

@@ -4,6 +4,9 @@
 # cos-img/filename=/cOS/<image>, rd.immucore.debugrw (rd.cos.debugrw), rd.immucore.sysrootwait=S,
 # rd.shell=1 (a shell instead of a reboot on failure), kairos.boot_id=<id> (which boot files
 # GRUB loaded: see mount_slot).
+# A live boot (the ISO, kairos/boot/live.py): root=live:CDLABEL=<label> (or root=live:LABEL=),
+# rd.live.dir=<dir on the medium>, rd.live.squashimg=<slot image file>: the medium is mounted
+# read-only at /run/initramfs/live and the slot image on it becomes the read-only root.
 
 say() { echo "kairos-initrd: $*" > /dev/console; }
 
@@ -70,6 +73,13 @@ mount_slot() {
     booted="$_img"
 }
 
+# live_image DIR IMG: the slot image's path below the medium's mount point /live
+# (rd.live.dir=/ and rd.live.squashimg=rootfs.squashfs give /live/rootfs.squashfs).
+live_image() {
+    _d="${1#/}"; _d="${_d%/}"
+    echo "/live${_d:+/$_d}/$2"
+}
+
 # Sourced with KAIROS_INITRD_LIB=1 (tests): the functions above, nothing else.
 [ -n "$KAIROS_INITRD_LIB" ] && return 0
 
@@ -90,9 +100,14 @@ fail() {
 }
 
 label=""; img=""; want=""; debugrw=0; wait_s=60; shell=0; init=/usr/lib/kairos/early-init
+live=""; livefs=""; live_dir=/; live_img=rootfs.squashfs
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         root=LABEL=*) label="${arg#root=LABEL=}" ;;
+        root=live:CDLABEL=*) live="${arg#root=live:CDLABEL=}"; livefs=iso9660 ;;
+        root=live:LABEL=*) live="${arg#root=live:LABEL=}"; livefs="" ;;
+        rd.live.dir=*) live_dir="${arg#rd.live.dir=}" ;;
+        rd.live.squashimg=*) live_img="${arg#rd.live.squashimg=}" ;;
         cos-img/filename=*) img="${arg#cos-img/filename=}" ;;
         rd.immucore.debugrw|rd.cos.debugrw|rd.immucore.debugrw=1|rd.cos.debugrw=1) debugrw=1 ;;
         rd.immucore.sysrootwait=*) wait_s="${arg#rd.immucore.sysrootwait=}" ;;
@@ -106,6 +121,47 @@ while read -r mod; do
     insmod "$mod" 2>/dev/null
 done < /etc/modules
 
+# wait_label LABEL: poll until a device with that filesystem label shows up (no udev here)
+# and print it; fails after $wait_s seconds.
+wait_label() {
+    _tries=$((wait_s * 5))
+    while [ "$_tries" -gt 0 ]; do
+        _dev=$(findfs "LABEL=$1" 2>/dev/null) && [ -n "$_dev" ] && echo "$_dev" && return 0
+        sleep 0.2
+        _tries=$((_tries - 1))
+    done
+    return 1
+}
+
+# handover: /sysroot is the root; give it /run (a tmpfs, mount points made by the caller
+# under /sysroot/run after this) and the API filesystems, then switch_root into early-init.
+run_tmpfs() {
+    mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /sysroot/run
+    mkdir -p /sysroot/run/cos
+}
+handover() {
+    mount --move /dev /sysroot/dev
+    mount --move /sys /sysroot/sys
+    mount --move /proc /sysroot/proc
+    exec switch_root /sysroot "$init"
+}
+
+# A live boot: the medium (a CD, or a disk the hybrid ISO was written to) read-only at
+# /run/initramfs/live, its slot image the read-only root; early-init keeps every write in RAM.
+if [ -n "$live" ]; then
+    dev=$(wait_label "$live") || fail "no device labelled $live after ${wait_s}s"
+    mkdir -p /live
+    mount ${livefs:+-t $livefs} -o ro "$dev" /live || fail "cannot mount $dev ($live)"
+    limg=$(live_image "$live_dir" "$live_img")
+    [ -f "$limg" ] || fail "$dev ($live) has no ${limg#/live}"
+    mount -t squashfs -o loop,ro "$limg" /sysroot || fail "cannot mount ${limg#/live} from $live"
+    [ -x "/sysroot$init" ] || fail "${limg#/live} has no $init"
+    run_tmpfs
+    mkdir -p /sysroot/run/initramfs/live
+    mount --move /live /sysroot/run/initramfs/live
+    handover
+fi
+
 case "$label" in
     COS_ACTIVE|COS_PASSIVE) part=COS_STATE ;;
     COS_SYSTEM|COS_RECOVERY) part=COS_RECOVERY ;;
@@ -114,15 +170,7 @@ case "$label" in
 esac
 [ -n "$img" ] || fail "no cos-img/filename=... on the kernel command line"
 
-# No udev here: poll until the partition with that filesystem label shows up.
-dev=""
-tries=$((wait_s * 5))
-while [ "$tries" -gt 0 ]; do
-    dev=$(findfs "LABEL=$part" 2>/dev/null) && [ -n "$dev" ] && break
-    sleep 0.2
-    tries=$((tries - 1))
-done
-[ -n "$dev" ] || fail "no partition labelled $part after ${wait_s}s"
+dev=$(wait_label "$part") || fail "no partition labelled $part after ${wait_s}s"
 
 mount -t ext4 -o ro "$dev" /state || fail "cannot mount $dev ($part)"
 if [ "$debugrw" = 1 ]; then
@@ -137,14 +185,11 @@ else
 fi
 [ -x "/sysroot$init" ] || fail "$booted has no $init"
 
-mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /sysroot/run
-mkdir -p /sysroot/run/initramfs/cos-state /sysroot/run/cos
+run_tmpfs
+mkdir -p /sysroot/run/initramfs/cos-state
 mount --move /state /sysroot/run/initramfs/cos-state
 echo "$dev" > /sysroot/run/cos/state-device
 # What was mounted, which may not be what the command line named (mount_slot): early-init
 # takes the boot mode from it.
 echo "$booted" > /sysroot/run/cos/booted-image
-mount --move /dev /sysroot/dev
-mount --move /sys /sysroot/sys
-mount --move /proc /sysroot/proc
-exec switch_root /sysroot "$init"
+handover

@@ -1,0 +1,331 @@
+"""A hybrid live ISO from the factory's output directory (`kairos iso`).
+
+What is on it (Kairos's layout): the slot image as `/rootfs.squashfs` (the very file of the
+image directory, which the installer writes to disk), `/boot/kernel`, `/boot/initrd`, the live
+menu `/grub2/grub.cfg`, `/config.yaml` with `--cloud-config`, the `--overlay-iso` files. The
+ISO9660 volume id is `COS_LIVE`: GRUB finds its menu by it, the initrd its medium.
+
+How it boots, without grub-install or any mount (vfat cannot be mounted on every build host):
+- BIOS from a CD: a GRUB El Torito image (`grub-mkimage -O i386-pc-eltorito`, `-b`);
+- BIOS from a USB stick the ISO was written to: GRUB's boot_hybrid.img as MBR (xorriso
+  `--grub2-mbr`, with `--grub2-boot-info` pointing it at the El Torito image);
+- UEFI: a small FAT image (`mkfs.vfat` + `mcopy`) holding /EFI/BOOT/BOOTX64.EFI, the
+  alternate El Torito image (`-e`), also exposed as the EFI System Partition of the ISO's GPT
+  for USB sticks (`-efi-boot-part --efi-boot-image`, as grub-mkrescue does).
+Both GRUB images carry the same early config: find `COS_LIVE`, load its /grub2/grub.cfg.
+
+The ISO is written under a temp name beside `out` and renamed at the end: `out` is either the
+complete new ISO or untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from kairos.agent.install import check_slot_image, validate_cloud_config
+from kairos.artifacts.disk import find_images
+from kairos.boot.grubcfg import COMMON_CMDLINE, GrubCfgOptions, console_head, render_early_cfg
+from kairos.boot.grubinstall import GRUB_LIB, build_efi_image, build_eltorito_img
+from kairos.boot.live import CONFIG_NAME, LIVE_CMDLINE, LIVE_LABEL, SLOT_NAME
+from kairos.disk.esp import copy_into_fat
+from kairos.disk.filesystems import FsTarget, mkfs_vfat
+from kairos.disk.mounts import tempdir
+from kairos.errors import BadInput, KairosError
+from kairos.run import require, run
+from kairos.safefs import resolve_in_root
+from kairos.ui import step
+
+TOOLS = ("xorriso", "grub-mkimage", "mkfs.vfat", "mmd", "mcopy")
+# Paths on the ISO (no leading slash: xorriso's -b/-e/-c take them so).
+ISO_SLOT = SLOT_NAME
+ISO_KERNEL = "boot/kernel"
+ISO_INITRD = "boot/initrd"
+ISO_GRUB_CFG = "grub2/grub.cfg"  # where the GRUB images' early config looks (grub2/ prefix)
+ISO_ELTORITO = "boot/eltorito.img"
+ISO_EFI_IMG = "boot/efi.img"
+ISO_CATALOG = "boot/boot.cat"
+ISO_CONFIG = CONFIG_NAME
+RESERVED = (ISO_SLOT, ISO_KERNEL, ISO_INITRD, ISO_GRUB_CFG, ISO_ELTORITO, ISO_EFI_IMG,
+            ISO_CATALOG)
+# The CD needs GRUB's iso9660 driver; the disk images do not carry it.
+ISO_MODULES = ("iso9660",)
+BOOT_HYBRID = GRUB_LIB / "i386-pc" / "boot_hybrid.img"
+EFI_FAT_LABEL = "KAIROS_EFI"
+MiB = 1 << 20
+# FAT16 with 512-byte clusters holds 4085..65524 clusters: 4 MiB is the floor, 32 MiB the top.
+EFI_MIN_BYTES, EFI_MAX_BYTES = 4 * MiB, 32 * MiB
+# The disk's console and panic arguments; the disk-only ones left out (a live boot has no
+# COS_OEM to name, and must not look for one).
+DISK_ONLY_ARGS = ("rd.cos.oemlabel=",)
+
+
+@dataclass(frozen=True)
+class IsoInputs:
+    """Everything `make_iso` reads, checked before any work."""
+
+    slot: Path
+    kernel: Path
+    initrd: Path
+    cloud_config: Path | None = None
+    overlay_files: Mapping[str, Path] = field(default_factory=dict)  # ISO path → host file
+    overlay_dirs: tuple[str, ...] = ()  # ISO paths of the overlay's directories
+
+
+@dataclass(frozen=True)
+class IsoResult:
+    path: Path
+    size: int
+    inputs: IsoInputs
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "output": str(self.path),
+            "size": self.size,
+            "volume_id": LIVE_LABEL,
+            "slot_image": str(self.inputs.slot),
+            "slot_size": self.inputs.slot.stat().st_size,
+            "cloud_config": str(self.inputs.cloud_config) if self.inputs.cloud_config else None,
+            "overlay_files": len(self.inputs.overlay_files),
+            "boot": ["bios", "uefi"],
+        }
+
+
+def live_cmdline(extra: str = "") -> str:
+    """The kernel command line of the live entry: Kairos's live keys, then the console."""
+    console = " ".join(t for t in COMMON_CMDLINE.split() if not t.startswith(DISK_ONLY_ARGS))
+    return " ".join(p for p in (LIVE_CMDLINE, console, extra.strip()) if p)
+
+
+def render_live_grub_cfg(options: GrubCfgOptions | None = None, extra_cmdline: str = "") -> str:
+    """COS_LIVE:/grub2/grub.cfg: one live entry booting the ISO's kernel and initrd."""
+    o = options or GrubCfgOptions()
+    if any(c in extra_cmdline for c in '"$\\\n`;{}'):
+        raise BadInput(f"extra kernel arguments {extra_cmdline!r} cannot be put in grub.cfg",
+                       "avoid quotes, '$', backslashes, braces and newlines")
+    return f"""\
+# Kairos live boot menu, generated by kairos (lives on {LIVE_LABEL}:/{ISO_GRUB_CFG}).
+{console_head(o)}set default=live
+
+menuentry "{o.title} (live)" --id live {{
+  echo "kairos-grub: booting live (/{ISO_SLOT})"
+  linux /{ISO_KERNEL} {live_cmdline(extra_cmdline)}
+  initrd /{ISO_INITRD}
+}}
+"""
+
+
+# -- checking the inputs -------------------------------------------------------------------
+
+
+def check_output(out: Path) -> Path:
+    out = out.absolute()
+    if not out.parent.is_dir():
+        raise BadInput(f"the directory of {out} does not exist", "create it first")
+    if out.is_dir():
+        raise BadInput(f"{out} is a directory", "give a file name for the ISO, e.g. kairos.iso")
+    return out
+
+
+def _image_file(image_dir: Path, name: str) -> Path:
+    # Resolved: xorriso would record a symlink as a link, not the file it names (the
+    # image directory is the user's own build output, so its links are theirs to follow).
+    path = (image_dir / name).resolve()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise BadInput(f"{image_dir} has no {name}", "give the output directory of 'kairos build'")
+    return path
+
+
+def overlay_tree(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """The files ({ISO path: host path}) and directories of an --overlay-iso tree. A symlink
+    is followed inside the tree only (an absolute or `..` target is taken relative to the
+    tree's top, as safefs resolves every tree we do not own), so nothing outside it is ever
+    read; a link to nothing, a device, a fifo or a socket is refused."""
+    top = root.resolve()
+    if not top.is_dir():
+        raise BadInput(f"overlay directory {root} does not exist", "give a directory")
+    files: dict[str, Path] = {}
+    dirs: list[str] = []
+
+    def visit(iso_dir: PurePosixPath, host_dir: Path, seen: frozenset[tuple[int, int]]) -> None:
+        for name in sorted(os.listdir(host_dir)):
+            iso_path = iso_dir / name
+            host = host_dir / name
+            try:
+                if host.is_symlink():
+                    host = resolve_in_root(top, "/" + str(host.relative_to(top)))
+                st = host.lstat()
+            except OSError:
+                raise BadInput(f"overlay entry {iso_path} is a link to nothing inside {root}",
+                               "links are followed inside the overlay directory only") from None
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    raise BadInput(f"overlay entry {iso_path} links back to its own parent",
+                                   "remove the link loop")
+                dirs.append(str(iso_path).lstrip("/"))
+                visit(iso_path, host, seen | {key})
+            elif stat.S_ISREG(st.st_mode):
+                files[str(iso_path).lstrip("/")] = host
+            else:
+                raise BadInput(f"overlay entry {iso_path} is not a regular file or directory",
+                               "an ISO holds files and directories only")
+
+    top_st = top.stat()
+    visit(PurePosixPath("/"), top, frozenset({(top_st.st_dev, top_st.st_ino)}))
+    return files, dirs
+
+
+def _check_overlay(overlay: Path, cloud_config: Path | None) -> tuple[dict[str, Path], list[str]]:
+    files, dirs = overlay_tree(overlay)
+    reserved = set(RESERVED) | ({ISO_CONFIG} if cloud_config else set())
+    # a file where the ISO needs a directory (boot, grub2) clashes too
+    parents = {str(parent) for path in RESERVED for parent in PurePosixPath(path).parents
+               if str(parent) != "."}
+    for path in sorted((reserved & (set(files) | set(dirs))) | (parents & set(files))):
+        why = ("--cloud-config gives it" if path == ISO_CONFIG else "the ISO's own file")
+        raise BadInput(f"overlay {overlay} has /{path}, which is {why}",
+                       f"remove {overlay / path} from the overlay")
+    if ISO_CONFIG in files:  # the ISO's config either way: validated like --cloud-config
+        validate_cloud_config(files[ISO_CONFIG])
+    return files, dirs
+
+
+def check_inputs(image_dir: Path, *, cloud_config: Path | None = None,
+                 overlay: Path | None = None) -> IsoInputs:
+    """Refuse bad input (BadInput, one line) before anything is built."""
+    find_images(image_dir)
+    slot = _image_file(image_dir, SLOT_NAME)
+    check_slot_image(slot, "slot image")
+    kernel = _image_file(image_dir, "vmlinuz")
+    initrd = _image_file(image_dir, "initrd")
+    if cloud_config is not None:
+        validate_cloud_config(cloud_config)
+    files: dict[str, Path] = {}
+    dirs: list[str] = []
+    if overlay is not None:
+        files, dirs = _check_overlay(overlay, cloud_config)
+    return IsoInputs(slot, kernel, initrd, cloud_config, files, tuple(dirs))
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def make_efi_image(work: Path, efi_binary: Path) -> Path:
+    """The El Torito EFI image: a small FAT filesystem with /EFI/BOOT/BOOTX64.EFI."""
+    need = efi_binary.stat().st_size + MiB  # FAT tables, directories and slack
+    size = max(EFI_MIN_BYTES, -(-need // MiB) * MiB)
+    if size > EFI_MAX_BYTES:
+        raise KairosError(f"GRUB's EFI image is {efi_binary.stat().st_size} bytes, too large "
+                          "for the ISO's EFI boot image", "embed fewer GRUB modules")
+    img = work / "efi.img"
+    with open(img, "wb") as fh:
+        fh.truncate(size)
+    target = FsTarget(img, 0, size, fresh=True)
+    mkfs_vfat(target, EFI_FAT_LABEL, fat_bits=16)
+    copy_into_fat(target, {"/EFI/BOOT/BOOTX64.EFI": efi_binary})
+    return img
+
+
+def build_boot_files(work: Path, options: GrubCfgOptions | None = None) -> dict[str, Path]:
+    """GRUB's BIOS and UEFI images and the live grub.cfg, as {ISO path: host file}."""
+    early = render_early_cfg(LIVE_LABEL, *(_serial(options)))
+    eltorito = build_eltorito_img(work / "eltorito.img", early, ISO_MODULES)
+    efi_binary = build_efi_image(work / "BOOTX64.EFI", early, ISO_MODULES)
+    cfg = work / "grub.cfg"
+    cfg.write_text(render_live_grub_cfg(options))
+    return {ISO_ELTORITO: eltorito, ISO_EFI_IMG: make_efi_image(work, efi_binary),
+            ISO_GRUB_CFG: cfg}
+
+
+def _serial(options: GrubCfgOptions | None) -> tuple[int, int]:
+    o = options or GrubCfgOptions()
+    return o.serial_unit, o.serial_speed
+
+
+def _graft_escape(path: str) -> str:
+    # mkisofs -graft-points: '=' separates ISO path and source; '\' escapes both.
+    return path.replace("\\", "\\\\").replace("=", "\\=")
+
+
+def graft_points(files: Mapping[str, Path], dirs: tuple[str, ...] | list[str],
+                 empty_dir: Path) -> list[str]:
+    """xorriso pathspecs `/ISO/PATH=HOST/PATH`, in a stable order: every file is grafted
+    on its own, so nothing but the named files is read; directories come from an empty one."""
+    specs = [f"/{_graft_escape(d)}/={_graft_escape(str(empty_dir))}" for d in sorted(dirs)]
+    specs += [f"/{_graft_escape(iso)}={_graft_escape(str(host))}"
+              for iso, host in sorted(files.items())]
+    return specs
+
+
+def xorriso_argv(out: Path, pathspecs: list[str], boot_hybrid: Path = BOOT_HYBRID) -> list[str]:
+    """The hybrid ISO: El Torito BIOS + EFI images, GRUB's MBR, the EFI image in the GPT."""
+    return [
+        "xorriso", "-as", "mkisofs", "-o", str(out),
+        "-iso-level", "3",  # files over 4 GiB (an uncompressed slot image may be)
+        "-r",  # Rock Ridge, files owned by root and world-readable; no Joliet: GRUB would
+               # take Joliet's volume name for the label it searches
+        "-V", LIVE_LABEL,
+        "-c", ISO_CATALOG,
+        "-b", ISO_ELTORITO, "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+        "--grub2-boot-info", "--grub2-mbr", str(boot_hybrid),
+        "-eltorito-alt-boot", "-e", ISO_EFI_IMG, "-no-emul-boot",
+        "-efi-boot-part", "--efi-boot-image", "--protective-msdos-label",
+        "-graft-points", *pathspecs,
+    ]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _iso_files(inputs: IsoInputs, boot: Mapping[str, Path], config: Path | None
+               ) -> dict[str, Path]:
+    files = dict(inputs.overlay_files)
+    files.update({ISO_SLOT: inputs.slot, ISO_KERNEL: inputs.kernel, ISO_INITRD: inputs.initrd})
+    files.update(boot)
+    if config is not None:
+        files[ISO_CONFIG] = config
+    return files
+
+
+def make_iso(image_dir: Path, out: Path, *, cloud_config: Path | None = None,
+             overlay: Path | None = None, options: GrubCfgOptions | None = None) -> IsoResult:
+    """Write a hybrid live ISO of the image in `image_dir` to `out`."""
+    out = check_output(out)
+    with step(f"Checking {image_dir}"):
+        inputs = check_inputs(image_dir, cloud_config=cloud_config, overlay=overlay)
+        require(*TOOLS)
+        if not BOOT_HYBRID.is_file():
+            raise BadInput(f"GRUB's {BOOT_HYBRID.name} is missing ({BOOT_HYBRID})",
+                           "install it with: apt-get install grub-pc-bin")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with tempdir(prefix="kairos-iso-") as work:
+        with step("Making GRUB's BIOS and UEFI boot images"):
+            boot = build_boot_files(work, options)
+        config = None
+        if inputs.cloud_config is not None:
+            # a copy: the ISO gets exactly the bytes that were validated a moment ago
+            config = work / "config.yaml"
+            shutil.copyfile(inputs.cloud_config, config)
+        (work / "empty").mkdir()
+        specs = graft_points(_iso_files(inputs, boot, config), inputs.overlay_dirs,
+                             work / "empty")
+        try:
+            tmp.unlink(missing_ok=True)
+            with step(f"Writing {out.name} (xorriso, volume id {LIVE_LABEL})"):
+                run(xorriso_argv(tmp, specs))
+                _fsync(tmp)
+            os.replace(tmp, out)
+            _fsync(out.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return IsoResult(out, out.stat().st_size, inputs)
