@@ -151,17 +151,25 @@ class RegistrySession:
     def _request(self, ref: Reference, method: str, url: str,
                  headers: dict[str, str]) -> Response:
         """A request with auth: a refused cached token is renewed once, then we give up."""
-        scope = f"repository:{ref.repository}:pull"
+        resp = self._authed(ref, f"repository:{ref.repository}:pull", method, url, headers)
+        if resp is None:
+            raise self._denied(ref)
+        return resp
+
+    def _authed(self, ref: Reference, scope: str, method: str, url: str,
+                headers: dict[str, str], body: bytes | None = None) -> Response | None:
+        """The response, with a token for `scope` (renewed once when refused); None when
+        the registry still says 401."""
         for attempt in range(2):
             auth = self._authorization(ref.registry, scope, renew=attempt > 0)
-            resp = self._follow(method, url, {**headers, **auth}, ref.registry)
+            resp = self._follow(method, url, {**headers, **auth}, ref.registry, body)
             if resp.status != 401:
                 return resp
             challenges = parse_challenges(resp.headers.get("WWW-Authenticate") or "")
             resp.close()
             if challenges:
                 self._challenge[ref.registry] = _best_challenge(challenges, ref.registry)
-        raise self._denied(ref)
+        return None
 
     def _authorization(self, registry: str, scope: str, renew: bool) -> dict[str, str]:
         challenge = self._challenge.get(registry)
@@ -287,16 +295,10 @@ class RegistrySession:
     def _push_request(self, ref: Reference, method: str, url: str, headers: dict[str, str],
                       body: bytes | None = None) -> Response:
         """Like _request, with a token scoped for pull and push."""
-        scope = f"repository:{ref.repository}:pull,push"
-        for attempt in range(2):
-            auth = self._authorization(ref.registry, scope, renew=attempt > 0)
-            resp = self._follow(method, url, {**headers, **auth}, ref.registry, body)
-            if resp.status != 401:
-                return resp
-            challenges = parse_challenges(resp.headers.get("WWW-Authenticate") or "")
-            resp.close()
-            if challenges:
-                self._challenge[ref.registry] = _best_challenge(challenges, ref.registry)
+        resp = self._authed(ref, f"repository:{ref.repository}:pull,push", method, url,
+                            headers, body)
+        if resp is not None:
+            return resp
         file, _ = auth_file_path(self.auth_file, self.environ)
         raise BadInput(f"registry {ref.registry} refused to let us push to {ref.repository}",
                        f"add credentials that may push to auths.\"{ref.registry}\" in {file}, "
