@@ -46,6 +46,8 @@ from typing import Any
 
 import pytest
 
+from kairos.agent.reset import STEPS as RESET_STEPS
+from kairos.agent.rollback import STEPS as ROLLBACK_STEPS
 from kairos.run import run
 from kairos.vm.machine import BOOT_MARKER, VM
 from kairos.vm.serial import tail
@@ -375,10 +377,9 @@ def test_rollback_lasts_and_bootentry_is_one_shot(guest: VM, v1: Image, v2: Imag
     """Step 5: rollback across two reboots; fallback and recovery entries for one boot."""
     with _chained("lasting rollback"):
         # In step mode: step 7 cold-boots the disk as each marker left it.
-        from kairos.agent.rollback import STEPS
         rb = step_through(guest, "kairos rollback --json",
                           {"KAIROS_ROLLBACK_PAUSE": "all", "KAIROS_ROLLBACK_STEP": "1"},
-                          "kairos-rollback", STEPS, ROLLBACK_CUTS, "rollback")
+                          "kairos-rollback", ROLLBACK_STEPS, ROLLBACK_CUTS, "rollback")
         RUN.stepped.append(rb)
         assert rb.returncode == 0, f"{rb.stdout}\n{rb.stderr}"
         for _ in range(2):
@@ -417,10 +418,9 @@ def test_reset_from_recovery_and_statereset(guest: VM, v1: Image) -> None:
         # which recovery mounts too.
         assert state(guest)["boot"] == "recovery_boot"
         _plant_user_files(guest)
-        from kairos.agent.reset import STEPS
         rs = step_through(guest, "kairos reset --json",
                           {"KAIROS_RESET_PAUSE": "all", "KAIROS_RESET_STEP": "1"},
-                          "kairos-reset", STEPS, RESET_CUTS, "reset", timeout=UPGRADE_TIMEOUT)
+                          "kairos-reset", RESET_STEPS, RESET_CUTS, "reset", timeout=UPGRADE_TIMEOUT)
         RUN.stepped.append(rs)
         assert rs.returncode == 0, f"{rs.stdout}\n{rs.stderr[-3000:]}"
         st, _ = _reboot(guest)
