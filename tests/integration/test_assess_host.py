@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from kairos.agent import assess, health, slotfile, slotstate
-from kairos.agent.upgrade import Targets as UpgradeTargets
-from kairos.agent.upgrade import UpgradeOptions, upgrade
-from kairos.agent.upgradesource import parse_source
+from kairos.agent.upgrade import upgrade
+from kairos.agent.upgradesource import Targets as UpgradeTargets
+from kairos.agent.upgradesource import UpgradeOptions, parse_source
 from kairos.run import require, run
 from tests.upgrade_fixtures import (
     Device,

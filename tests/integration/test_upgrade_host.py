@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from kairos.agent.upgrade import PHASES
+from kairos.agent.phases import PHASES
 from kairos.run import run
 from tests.registry import (
     Fault,

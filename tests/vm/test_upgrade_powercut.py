@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from kairos.agent.upgrade import PHASES
+from kairos.agent.phases import PHASES
 from kairos.vm.config import VMConfig
 from kairos.vm.machine import VM
 from tests.helpers import BOOT_TIMEOUT, GUEST_CPUS, state

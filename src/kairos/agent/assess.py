@@ -19,7 +19,7 @@
 Every write is one atomic file write (or one rename) followed by a checkpoint, and each step
 first looks at the disk to see whether it is still needed: the service may be cut anywhere
 and run again, and ends where an uncut run ends. COS_STATE is read-only at runtime; it is
-remounted read-write only around a write (upgrade.writable). Slot writes take the upgrade's
+remounted read-write only around a write (slots.writable). Slot writes take the upgrade's
 lock, so an upgrade started during the checks never has its flip interleaved with a swap.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kairos.agent import health, slotfile, slotstate
-from kairos.agent.upgrade import ACTIVE_IMG, PASSIVE_IMG, lock, swap_slots, writable
+from kairos.agent.slots import ACTIVE_IMG, PASSIVE_IMG, lock, swap_slots, writable
 from kairos.errors import KairosError
 from kairos.run import run
 from kairos.safefs import write_file_atomic

@@ -408,13 +408,9 @@ def _live_images() -> Images:
 
 def _tree_image(source: UpgradeSource, req: Request, insecure: bool, work: Path) -> Images:
     """oci:, ocifile:, dir: through the upgrade's fetchers, squashed as a build does."""
-    from kairos.agent.upgrade import (
-        FETCHERS,
-        Targets,
-        UpgradeOptions,
-        check_tree,
-        write_slot,
-    )
+    from kairos.agent.fetch import FETCHERS, check_tree
+    from kairos.agent.upgrade import write_slot
+    from kairos.agent.upgradesource import Targets, UpgradeOptions
     from kairos.artifacts.bootid import ensure_boot_cfg
     opts = UpgradeOptions(source=source, auth_file=req.auth_file, insecure=insecure)
     phases = _quiet_phases()
@@ -430,7 +426,7 @@ def _tree_image(source: UpgradeSource, req: Request, insecure: bool, work: Path)
 
 def _quiet_phases() -> Any:
     """The upgrade's phase markers, only logged: an install has no power-cut test hooks."""
-    from kairos.agent.upgrade import Phases
+    from kairos.agent.phases import Phases
 
     class _Quiet(Phases):
         def mark(self, name: str) -> None:
@@ -443,7 +439,7 @@ def _quiet_phases() -> Any:
 def _one_image(text: str, req: Request, insecure: bool) -> Iterator[Images]:
     source = parse_source(text)
     if source.kind == "file":
-        from kairos.agent.upgrade import check_slot_file
+        from kairos.agent.fetch import check_slot_file
         from kairos.agent.upgradesource import device_arch
         check_slot_file(source.path, device_arch())
         yield Images(source.path, None, str(source))

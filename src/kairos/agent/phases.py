@@ -87,6 +87,27 @@ class Markers:
                 fh.write(f"<5>{line}\n")
 
 
+# `kairos upgrade`'s phases: upgrade.py marks them, and so do the fetchers (agent/fetch.py,
+# which reset and the installer reuse with markers that only log) and the flips (agent/slots.py).
+PHASES = ("start", "preflight", "pulling", "pull-partial", "pulled", "unpacked",
+          "slot-writing", "slot-written", "slot-synced", "records-written", "staged",
+          "flipped", "checkpointed", "after-upgrade", "done")
+PAUSE_ENV = "KAIROS_UPGRADE_PAUSE"
+STEP_ENV = "KAIROS_UPGRADE_STEP"
+MARK = "kairos-upgrade: phase"
+
+
+class Phases(Markers):
+    """The upgrade's phase markers."""
+
+    names: tuple[str, ...] = PHASES
+    pause_env = PAUSE_ENV
+    step_env: str | None = STEP_ENV
+    marker = MARK
+    who = "kairos-upgrade"
+    kind = "phase"
+
+
 def signal_children(sig: int) -> list[int]:
     """Send `sig` to our child processes; returns their pids."""
     pids: list[int] = []

@@ -52,30 +52,29 @@ from pathlib import Path
 from typing import Any
 
 from kairos.agent import slotfile, slotstate
-from kairos.agent.phases import Markers
-from kairos.agent.upgrade import (
-    ACTIVE_IMG,
+from kairos.agent.fetch import (
     FETCHERS,
-    PASSIVE_IMG,
-    RECOVERY_IMG,
-    TRANSITION_IMG,
-    WORK_DIR,
     Image,
-    Phases,
-    Targets,
-    UpgradeOptions,
     check_slot_file,
     check_tree,
-    image_id_of_slot,
-    image_id_of_tree,
     need_space,
     run_stage_logged,
     slot_need,
     tree_bytes,
-    writable,
-    write_slot,
 )
-from kairos.agent.upgradesource import UpgradeSource, device_arch
+from kairos.agent.phases import Markers, Phases
+from kairos.agent.slots import (
+    ACTIVE_IMG,
+    PASSIVE_IMG,
+    RECOVERY_IMG,
+    TRANSITION_IMG,
+    image_id_of_slot,
+    image_id_of_tree,
+    replace,
+    writable,
+)
+from kairos.agent.upgrade import WORK_DIR, write_slot
+from kairos.agent.upgradesource import Targets, UpgradeOptions, UpgradeSource, device_arch
 from kairos.disk.mounts import mount, remove_tree, tempdir
 from kairos.errors import BadInput, KairosError
 from kairos.run import require, run
@@ -494,16 +493,6 @@ def clear_flags(r: _Run) -> None:
 
 # ------------------------------------------------------------------------------- slots
 
-def _put(new: Path, target: Path) -> None:
-    """`new` in `target`'s place in one step: an existing target is swapped, not overwritten,
-    so until the checkpoint the initrd still finds the old file by its boot id."""
-    if target.exists():
-        slotfile.exchange(new, target)
-    else:
-        os.rename(new, target)
-    slotfile.fsync_dir(target.parent)
-
-
 def place(r: _Run, role: str) -> None:
     """transition.img becomes `role`: records first (matched by inode, right at every
     instant), the exchange, then the old image deleted; each checkpointed."""
@@ -517,7 +506,7 @@ def place(r: _Run, role: str) -> None:
         old = current[role]
         slotstate.save(r.state, "COS_STATE", roles, [old] if old is not None else [])
         slotfile.checkpoint(r.state)
-        _put(transition, target)
+        replace(transition, target)
         slotfile.checkpoint(r.state)
         transition.unlink(missing_ok=True)  # the old image, now named transition.img
         slotfile.checkpoint(r.state)
@@ -525,7 +514,8 @@ def place(r: _Run, role: str) -> None:
 
 def copy_active(r: _Run) -> None:
     """The passive copy, from the active file just placed: the same bytes, checked twice
-    (what was read from active, what the disk holds now)."""
+    (the CRC of what was read from active against what the disk holds now, and the disk's
+    sha256 against the new image's record)."""
     transition, active = r.state / TRANSITION_IMG, r.state / ACTIVE_IMG
     want = r.result.slot_sha256
     with writable(r.state, r.targets.remount):
@@ -539,10 +529,11 @@ def copy_active(r: _Run) -> None:
         except BaseException:
             transition.unlink(missing_ok=True)
             raise
-        if (want and read != want) or got != read:
+        if (want and got.sha256 != want) or got.crc32 != read.crc32:
             transition.unlink(missing_ok=True)
             raise KairosError(f"the passive copy does not hold the new image (sha256 "
-                              f"{got[:12]}…, expected {(want or read)[:12]}…)",
+                              f"{got.sha256[:12]}…, CRC {got.crc32:08x}; expected "
+                              f"{want[:12] or '-'}…, CRC {read.crc32:08x})",
                               "the disk may be failing; run kairos reset again and check "
                               "the kernel log")
 

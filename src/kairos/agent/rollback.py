@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kairos.agent import slotfile, slotstate
+from kairos.agent.fetch import check_slot_file
 from kairos.agent.phases import Markers
-from kairos.agent.upgrade import check_slot_file, image_id_of_slot, lock, swap_slots, writable
+from kairos.agent.slots import image_id_of_slot, lock, swap_slots, writable
 from kairos.agent.upgradesource import device_arch
 from kairos.errors import BadInput, KairosError
 

@@ -15,7 +15,9 @@ import hashlib
 import logging
 import os
 import struct
+import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,9 +88,20 @@ def preallocate(fd: int, size: int, path: Path) -> None:
             raise
 
 
-def copy_file(src: Path, dest: Path, *, progress: Progress | None = None) -> str:
-    """Copy `src` to a new file `dest`, synced; returns the sha256 of the bytes read."""
-    h = hashlib.sha256()
+@dataclass(frozen=True)
+class Sums:
+    """Checksums of one pass over a slot image's bytes. The CRC compares what was written
+    with what the disk holds (a failing disk, not an adversary: sources are verified before
+    this); sha256 is the slot's record. One sha256 pass instead of two matters on small
+    devices: a TCG guest hashes 17 MiB/s with sha256 and 300 MiB/s with crc32."""
+
+    crc32: int
+    sha256: str = ""
+
+
+def copy_file(src: Path, dest: Path, *, progress: Progress | None = None) -> Sums:
+    """Copy `src` to a new file `dest`, synced; returns the CRC of the bytes read."""
+    crc = 0
     size = src.stat().st_size
     with open(src, "rb") as fin:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -96,7 +109,7 @@ def copy_file(src: Path, dest: Path, *, progress: Progress | None = None) -> str
             preallocate(fd, size, dest)
             done = 0
             while chunk := fin.read(CHUNK):
-                h.update(chunk)
+                crc = zlib.crc32(chunk, crc)
                 view = memoryview(chunk)
                 while view:
                     n = os.write(fd, view)
@@ -108,13 +121,14 @@ def copy_file(src: Path, dest: Path, *, progress: Progress | None = None) -> str
             os.fsync(fd)
         finally:
             os.close(fd)
-    return h.hexdigest()
+    return Sums(crc)
 
 
-def hash_on_disk(path: Path, *, progress: Progress | None = None) -> str:
-    """sha256 of what the disk holds: the page cache is dropped first, so a write the disk
-    did not take shows up as a mismatch."""
+def hash_on_disk(path: Path, *, progress: Progress | None = None) -> Sums:
+    """CRC and sha256 of what the disk holds: the page cache is dropped first, so a write the
+    disk did not take shows up as a mismatch."""
     h = hashlib.sha256()
+    crc = 0
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -122,12 +136,13 @@ def hash_on_disk(path: Path, *, progress: Progress | None = None) -> str:
         done = 0
         while chunk := os.read(fd, CHUNK):
             h.update(chunk)
+            crc = zlib.crc32(chunk, crc)
             done += len(chunk)
             if progress is not None:
                 progress(done)
     finally:
         os.close(fd)
-    return h.hexdigest()
+    return Sums(crc, h.hexdigest())
 
 
 def exchange(a: Path, b: Path) -> None:

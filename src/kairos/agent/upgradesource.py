@@ -3,6 +3,10 @@
 `oci:` and `ocifile:` and `dir:` give a root tree (unpacked into scratch space on
 COS_PERSISTENT); `file:` gives a finished slot image. Kairos's spellings are accepted too:
 `docker:` for `oci:`, and `oci://`, `dir://`… with the extra slashes.
+
+With the source, what an upgrade is asked to do (`UpgradeOptions`) and where (`Targets`): the
+fetchers (agent/fetch.py) and the sequence (agent/upgrade.py) both take them, so they live
+here, below both.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from kairos.artifacts.rootfs import COMPRESSIONS
 from kairos.errors import BadInput
 from kairos.oci.reference import Reference, parse_reference
 
@@ -24,6 +29,7 @@ HINT = ("use --source oci:REGISTRY/REPO:TAG, ocifile:PATH (OCI archive), "
         "dir:PATH (root tree) or file:PATH (slot image)")
 # uname -m → OCI architecture names
 MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "riscv64": "riscv64"}
+DEFAULT_CACHE_MAX = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,47 @@ def check_arch(image_arch: str, device: str, what: str) -> None:
     if image_arch and image_arch != device:
         raise BadInput(f"{what} is for {image_arch}, this device is {device}",
                        f"use the {device} image (a multi-arch tag picks it by itself)")
+
+
+# ------------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class Targets:
+    """Where this device keeps what an upgrade touches."""
+
+    state_dir: Path  # COS_STATE, mounted
+    persistent_dir: Path  # COS_PERSISTENT: scratch and blob cache
+    booted: str  # "active" or "passive" (which slot this system runs from)
+    recovery_dir: Path | None = None  # COS_RECOVERY, mounted (for --recovery)
+    oem_dir: Path | None = None  # COS_OEM: grubenv
+    stage_root: Path | None = None  # where before/after-upgrade stages run (None: not run)
+    remount: bool = False  # remount the slot's partition rw for the write, ro after
+    root: Path = Path("/")  # the running system's root (its /boot/kairos-boot.cfg)
+
+
+@dataclass(frozen=True)
+class UpgradeOptions:
+    source: UpgradeSource
+    recovery: bool = False
+    auth_file: Path | None = None
+    insecure: bool = False
+    verify: bool = False
+    public_key: str = ""
+    compression: str = "none"
+    size_mib: int = 0  # upgrade.system.size: reserve at least this much for the slot
+    cache_max: int = DEFAULT_CACHE_MAX
+    arch: str = field(default_factory=device_arch)
+    tries: int = 1  # boot_assessment.tries: boots the new image gets to be assessed good
+    force: bool = False  # apply an image that failed its boot assessment before
+
+    def __post_init__(self) -> None:
+        from kairos.boot.assessment import MAX_TRIES
+        if isinstance(self.tries, bool) or not 1 <= self.tries <= MAX_TRIES:
+            raise BadInput(f"boot_assessment.tries is {self.tries!r}",
+                           f"set it to a whole number from 1 to {MAX_TRIES}")
+        if self.compression not in COMPRESSIONS:
+            raise BadInput(f"compression '{self.compression}' is not supported",
+                           f"use one of {', '.join(COMPRESSIONS)}")
+        if self.verify and not self.public_key:
+            raise BadInput("signature verification is on but no public key is configured",
+                           "set upgrade.public-key (PEM text or a file path) or drop --verify")

@@ -104,8 +104,7 @@ def _tries(cfg: Any) -> int:
 
 
 def options(args: argparse.Namespace, cfg: Any) -> Any:
-    from kairos.agent.upgrade import UpgradeOptions
-    from kairos.agent.upgradesource import parse_source
+    from kairos.agent.upgradesource import UpgradeOptions, parse_source
     recovery = bool(_pick(args.recovery, cfg, "upgrade.recovery", False))
     source = parse_source(_source_text(args, cfg, recovery))
     size = cfg.get("upgrade.recovery-system.size" if recovery else "upgrade.system.size") or 0
@@ -120,7 +119,8 @@ def options(args: argparse.Namespace, cfg: Any) -> Any:
 
 @contextlib.contextmanager
 def _targets(args: argparse.Namespace, recovery: bool) -> Iterator[Any]:
-    from kairos.agent.upgrade import Targets, booted_slot, device_targets
+    from kairos.agent.upgrade import booted_slot, device_targets
+    from kairos.agent.upgradesource import Targets
     if args.state_dir is None:
         with device_targets(recovery) as targets:
             yield targets

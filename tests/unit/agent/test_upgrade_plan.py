@@ -6,23 +6,15 @@ import hashlib
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
 
 from kairos.agent import slotfile
-from kairos.agent.upgrade import (
-    MARK,
-    PHASES,
-    SLOT_SLACK,
-    Phases,
-    UpgradeOptions,
-    check_tree,
-    need_space,
-    slot_need,
-    tree_bytes,
-)
-from kairos.agent.upgradesource import check_arch, device_arch, parse_source
+from kairos.agent.fetch import SLOT_SLACK, check_tree, need_space, slot_need, tree_bytes
+from kairos.agent.phases import MARK, PHASES, Phases
+from kairos.agent.upgradesource import UpgradeOptions, check_arch, device_arch, parse_source
 from kairos.artifacts.rootfs import squashfs_compression
 from kairos.errors import BadInput
 
@@ -81,7 +73,7 @@ def test_step_mode_waits_for_sigusr1(tmp_path: Path) -> None:
     """A stepping upgrade holds at each phase until SIGUSR1, then goes on."""
     src = str(Path("src").resolve())
     code = (f"import sys; sys.path.insert(0, {src!r})\n"
-            "from kairos.agent.upgrade import Phases\n"
+            "from kairos.agent.phases import Phases\n"
             "p = Phases('start,done', step=True, kmsg=None)\n"
             "p.mark('start'); p.mark('preflight'); p.mark('done')\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
@@ -175,10 +167,13 @@ def test_copy_file_hashes_and_syncs(tmp_path: Path) -> None:
     src.write_bytes(data)
     seen: list[int] = []
     got = slotfile.copy_file(src, tmp_path / "dest", progress=seen.append)
-    assert got == hashlib.sha256(data).hexdigest()
+    assert got == slotfile.Sums(zlib.crc32(data))
     assert (tmp_path / "dest").read_bytes() == data
     assert seen[-1] == len(data)
-    assert slotfile.hash_on_disk(tmp_path / "dest") == got
+    assert slotfile.hash_on_disk(tmp_path / "dest") == slotfile.Sums(
+        zlib.crc32(data), hashlib.sha256(data).hexdigest())
+    (tmp_path / "dest").write_bytes(data[:-1] + b"X")  # what a failing disk would give back
+    assert slotfile.hash_on_disk(tmp_path / "dest").crc32 != got.crc32
 
 
 def test_exchange_swaps_names(tmp_path: Path) -> None:
