@@ -80,13 +80,15 @@ def make_image(tmp: Path, layers: list[list[Entry]], *, ref: str = "test:v1",
                        config=ImageConfig(created_epoch=EPOCH, labels=labels or {}))
 
 
-def docker_archive(path: Path, layers: list[list[Entry]], tags: list[str]) -> str:
-    """A `docker save`-style archive: manifest.json, <id>.json config, <n>/layer.tar."""
+def docker_archive(path: Path, layers: list[list[Entry]], tags: list[str],
+                   diff_ids: list[str] | None = None) -> str:
+    """A `docker save`-style archive: manifest.json, <id>.json config, <n>/layer.tar (the
+    config's diff_ids those of the tars unless given)."""
     tars = [layer_tar(entries) for entries in layers]
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {"Labels": {"from": "docker"}},
-        "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in tars]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids or [sha(t) for t in tars]},
     }).encode()
     config_name = sha(config)[7:] + ".json"
     manifest = [{"Config": config_name, "RepoTags": tags,
