@@ -1,4 +1,5 @@
-"""early-init mounts through mount(2) directly: binds, tmpfs with options, clean failures."""
+"""early-init mounts through mount(2) directly: binds, tmpfs with options, clean failures,
+a user's custom paths (install.bind_mounts / ephemeral_mounts)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kairos.early.apply import apply_bind, is_mounted, mount
-from kairos.early.plan import Bind
+from kairos.early.apply import apply_bind, is_mounted, mount, mount_overlay, mount_overlay_base
+from kairos.early.plan import Bind, MountPlan, Overlay
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,65 @@ def test_a_failed_first_seed_is_not_published_and_the_next_boot_seeds(tmp_path: 
     finally:
         subprocess.run(["umount", str(image_dir)], check=False)
         subprocess.run(["umount", str(persistent)], check=False)
+
+
+def _umount_all(*paths: Path) -> None:
+    for p in paths:
+        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True)
+
+
+def test_a_users_bind_is_made_where_missing_and_never_through_a_planted_link(
+        tmp_path: Path) -> None:
+    """install.bind_mounts: the mount point is made when missing (inside a writable parent),
+    and a link a user planted on the way (in a home, which is persistent) is refused: no
+    directory made and nothing mounted where it points."""
+    persistent, home, target = tmp_path / "persistent", tmp_path / "home", tmp_path / "etc"
+    home.mkdir()
+    target.mkdir()
+    (home / "evil").symlink_to(target)
+    assert mount("tmpfs", str(persistent), "tmpfs", "size=4m,mode=755")
+    good = Bind(str(home / "data"), str(persistent / ".state/home-data.bind"), user=True)
+    evil = Bind(str(home / "evil/sub"), str(persistent / ".state/home-evil-sub.bind"), user=True)
+    try:
+        assert apply_bind(good) is True
+        assert is_mounted(str(home / "data"))
+        (home / "data/f").write_text("kept\n")
+        assert (persistent / ".state/home-data.bind/f").read_text() == "kept\n"
+
+        assert apply_bind(evil) is False
+        assert not (target / "sub").exists() and not is_mounted(str(target / "sub"))
+        assert not Path(evil.store).exists()
+        ov = Overlay(str(home / "evil"), str(tmp_path / "u"), str(tmp_path / "w"), user=True)
+        assert mount_overlay(ov) is False and not is_mounted(str(target))
+
+        # a store that is a link on the persistent partition is not followed either
+        Path(persistent / ".state/home-other.bind").symlink_to(target)
+        other = Bind(str(home / "other"), str(persistent / ".state/home-other.bind"), user=True)
+        assert apply_bind(other) is False and not is_mounted(str(home / "other"))
+    finally:
+        _umount_all(home / "data", persistent)
+
+
+def test_a_users_ephemeral_path_inside_a_persistent_one(tmp_path: Path) -> None:
+    """install.ephemeral_mounts inside a persistent path (the late mounts in depth order):
+    the mount point is kept in the store, what is written below it is not."""
+    base, store, opt = tmp_path / "overlay", tmp_path / "store", tmp_path / "opt"
+    store.mkdir()
+    opt.mkdir()
+    scratch = opt / "scratch"
+    plan = MountPlan(overlay_base=str(base), overlay_size="4m",
+                     binds=(Bind(str(opt), str(store)),),
+                     ephemerals=(Overlay(str(scratch), f"{base}/opt-scratch/.overlay/upper",
+                                         f"{base}/opt-scratch/.overlay/work", user=True),))
+    assert mount_overlay_base(plan)
+    try:
+        done = [apply_bind(m) if isinstance(m, Bind) else mount_overlay(m)
+                for m in plan.late_mounts()]
+        assert done == [True, True]
+        (scratch / "f").write_text("gone\n")
+        (opt / "kept").write_text("kept\n")
+        assert (store / "scratch").is_dir() and not (store / "scratch/f").exists()
+        assert (store / "kept").read_text() == "kept\n"
+    finally:
+        _umount_all(scratch, opt, base)
+    assert not (store / "scratch/f").exists()

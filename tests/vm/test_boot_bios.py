@@ -7,6 +7,11 @@ stage reports are checked: no step failed unless the test meant it to.
 Riding on those reboots, an attack: a second user (`mallory`, added by a config in /oem
 before the first reboot) replaces their ~/.ssh/authorized_keys with a symlink to /etc/shadow;
 the next boot's users step must refuse it (a recorded failure), not write the key there.
+
+Also riding on them, Kairos's custom mounts: a config in /oem (as `kairos install` leaves the
+install config there) names `install.bind_mounts` and `install.ephemeral_mounts` before the
+first reboot; that boot mounts them (and logs the one bad entry), files are written in both,
+and after the next reboot only the one under the bind path is still there.
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ users:
       - {pubkey}
 """
 SHADOW_STAT = "sudo -n stat -c '%U:%G %a' /etc/shadow"
+# An ephemeral path inside a persistent one (/opt) and a persistent one inside an ephemeral
+# one (/srv): neither is in the image, both are made in the writable layer at boot.
+KEEP, SCRATCH = "/srv/kairos-keep", "/opt/kairos-scratch"
+written: list[str] = []  # the custom mounts' files were written (before the passive boot)
+CUSTOM_MOUNTS_CONFIG = f"""#cloud-config
+install:
+  bind_mounts:
+    - {KEEP}
+    - /proc/kairos-bad
+  ephemeral_mounts:
+    - {SCRATCH}/
+"""
 # what the attack test saw before the reboot that should have refused mallory's link
 seen: dict[str, str] = {}
 
@@ -99,6 +116,7 @@ def test_reboot_keeps_persistent_paths_and_drops_etc(vm: VM, keypair: tuple[Path
     vm.ssh("sudo -n tee /oem/95_mallory.yaml >/dev/null",
            input=MALLORY_CONFIG.format(pubkey=keypair[1].read_text().strip()))
     vm.ssh("echo kept > ~/kairos-kept")
+    vm.ssh("sudo -n tee /oem/96_custom_mounts.yaml >/dev/null", input=CUSTOM_MOUNTS_CONFIG)
     key_before = vm.ssh_host_key_fingerprint()
     mid_before = vm.ssh("cat /etc/machine-id").stdout.strip()
     vm.reboot()
@@ -109,6 +127,19 @@ def test_reboot_keeps_persistent_paths_and_drops_etc(vm: VM, keypair: tuple[Path
     assert vm.ssh("cat /etc/machine-id").stdout.strip() == mid_before
     assert state(vm)["boot"] == "active_boot"
     assert_no_failed_steps(vm)
+
+
+def test_custom_mounts_from_oem_are_mounted(vm: VM) -> None:
+    """The boot after /oem/96_custom_mounts.yaml: the bind from COS_PERSISTENT, the overlay,
+    and one line in early-init's log for the entry it refused."""
+    assert vm.ssh(f"findmnt -no FSTYPE {KEEP}").stdout.strip() == "ext4"
+    assert vm.ssh(f"findmnt -no FSTYPE {SCRATCH}").stdout.strip() == "overlay"
+    log = vm.ssh("sudo -n cat /run/kairos/early-init.log").stdout
+    bad = [line for line in log.splitlines() if "/proc/kairos-bad" in line]
+    assert bad == ["kairos-early: install.bind_mounts entry /proc/kairos-bad skipped: it is "
+                   "under /proc, which the boot owns"], bad
+    vm.ssh(f"sudo -n sh -c 'echo kept > {KEEP}/f; echo gone > {SCRATCH}/f'")
+    written.append(SCRATCH)
 
 
 def test_a_user_plants_a_link_at_authorized_keys(vm: VM, keypair: tuple[Path, Path]) -> None:
@@ -127,6 +158,16 @@ def test_fallback_entry_boots_the_passive_slot(vm: VM) -> None:
     assert "COS_PASSIVE" in vm.ssh("cat /proc/cmdline").stdout
     assert state(vm)["boot"] == "passive_boot"
     assert vm.ssh("test -e /run/cos/passive_mode", check=False).returncode == 0
+
+
+def test_custom_mounts_after_a_reboot(vm: VM) -> None:
+    """The passive boot above: what was written under the bind path is still there, what
+    was written under the ephemeral path is gone, and both are mounted again."""
+    assert written, "needs test_custom_mounts_from_oem_are_mounted"
+    assert vm.ssh(f"cat {KEEP}/f").stdout.strip() == "kept"
+    assert vm.ssh(f"test -e {SCRATCH}/f", check=False).returncode != 0
+    assert vm.ssh(f"findmnt -no FSTYPE {SCRATCH}").stdout.strip() == "overlay"
+    assert vm.ssh(f"findmnt -no FSTYPE {KEEP}").stdout.strip() == "ext4"
 
 
 def test_the_planted_link_was_refused_not_followed(vm: VM, keypair: tuple[Path, Path]) -> None:

@@ -67,17 +67,17 @@ CONFIG_NAME = "install-cloud-config.yaml"
 REFUSED_KEYS = {"no-format": "installing onto existing partitions",
                 "no_format": "installing onto existing partitions",
                 "encrypted_partitions": "encrypted partitions",
-                "iso": "installing from a downloaded ISO",
-                "bind_mounts": "custom persistent paths (bind_mounts)",
-                "ephemeral_mounts": "custom ephemeral paths (ephemeral_mounts)"}
+                "iso": "installing from a downloaded ISO"}
 # Keys accepted and ignored with a warning (nothing on the disk depends on them).
 IGNORED_KEYS = ("force", "nousers", "ssh_hardening", "grub-entry-name", "bundles", "env",
                 "extra-dirs-rootfs", "firmware", "part-table", "cloud-init", "tty",
                 "skip_copy_kcrypt_plugin")
 # What this install does with (the schema's keys are each in one of the three lists).
+# bind_mounts / ephemeral_mounts travel in the config installed to /oem, which early-init
+# reads at every boot (early/custom.py).
 HONOURED_KEYS = ("auto", "device", "reboot", "poweroff", "source", "image", "partitions",
                  "extra-partitions", "system", "passive", "recovery-system", "grub_options",
-                 "allow-insecure-registries")
+                 "allow-insecure-registries", "bind_mounts", "ephemeral_mounts")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 RESERVED_LABELS = ("COS_", "KAIROS_")  # labels the boot searches: an extra one would hijack it
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -101,8 +102,30 @@ def mount_overlay_base(plan: MountPlan) -> bool:
     return mount(dev, plan.overlay_base)
 
 
+def user_mount_point(path: str) -> bool:
+    """Make sure a user's path is a directory reached from / through no symbolic link
+    (one planted in a persistent path, e.g. a home, must not move a mount onto the host's
+    files), making the missing ones, as Kairos makes a mount point that is not in the
+    image. Under the read-only root that fails: one line, and the path is skipped.
+    early-init runs alone (PID 1, before init), so nothing can swap a link in afterwards."""
+    from kairos.safefs import UnsafePath, open_dir  # only when there are user paths
+
+    try:
+        with open_dir(Path("/"), path, create=True, follow="none"):
+            return True
+    except UnsafePath as exc:
+        log.warning("custom mount %s skipped: %s", path, exc.message.partition(": ")[2])
+    except OSError as exc:
+        log.warning("custom mount %s skipped: cannot make it a directory (%s); add it to "
+                    "the image", path, exc.strerror or exc)
+    return False
+
+
 def mount_overlay(ov: Overlay) -> bool:
-    if not os.path.isdir(ov.path):
+    if ov.user:
+        if not user_mount_point(ov.path):
+            return False
+    elif not os.path.isdir(ov.path):
         log.warning("rw path %s does not exist in the image; skipped", ov.path)
         return False
     os.makedirs(ov.upper, exist_ok=True)
@@ -157,24 +180,54 @@ def seed_store(store: Path, source: str) -> bool:
     return True
 
 
-def apply_bind(bind: Bind) -> bool:
-    """Bind a persistent store over a path; the first time, seed it from the image. When the
-    seed fails nothing is bound: the path stays as the image has it for this boot."""
-    store = Path(bind.store)
-    if not store.exists() and not seed_store(store, bind.path):
-        return False
+def _bind_point(bind: Bind) -> bool:
+    if bind.user:
+        return user_mount_point(bind.path)
     try:
         os.makedirs(bind.path, exist_ok=True)
     except OSError as exc:
         log.warning("cannot create %s for a persistent bind: %s", bind.path, exc)
         return False
+    return True
+
+
+def store_state(store: Path) -> str:
+    """"dir", "missing", or why the store cannot be used: it and its parent are on the
+    persistent partition, where a link must never be followed."""
+    for path in (store.parent, store):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"{path} cannot be read ({exc.strerror})"
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            return f"{path} is {what}"
+    return "dir"
+
+
+def apply_bind(bind: Bind) -> bool:
+    """Bind a persistent store over a path; the first time, seed it from the image. When the
+    seed fails nothing is bound: the path stays as the image has it for this boot."""
+    if not _bind_point(bind):
+        return False
+    store = Path(bind.store)
+    found = store_state(store)
+    if found == "missing":
+        if not seed_store(store, bind.path):
+            return False
+    elif found != "dir":
+        log.warning("persistent %s not bound this boot: %s", bind.path, found)
+        return False
     return mount(str(store), bind.path, options="bind")
 
 
 def apply_plan(plan: MountPlan) -> dict[str, bool]:
-    """Mount overlays, then volumes, then binds; report each result by target."""
+    """Mount overlays, then volumes, then binds and the user's ephemeral paths (parents
+    first); report each result by target."""
     results: dict[str, bool] = {}
-    if plan.overlays:
+    if plan.overlays or plan.ephemerals:
         results[plan.overlay_base] = mount_overlay_base(plan)
         for ov in plan.overlays:
             results[ov.path] = mount_overlay(ov)
@@ -184,11 +237,10 @@ def apply_plan(plan: MountPlan) -> dict[str, bool]:
         results[vol.target] = ok
         if ok and "COS_PERSISTENT" in vol.source:
             persistent_ok = True
-    if plan.binds and persistent_ok:
-        for bind in plan.binds:
-            results[bind.path] = apply_bind(bind)
-    elif plan.binds:
+    if plan.binds and not persistent_ok:
         log.warning("persistent partition not mounted: persistent paths are ephemeral this boot")
+    for item in plan.late_mounts(persistent_ok):
+        results[item.path] = apply_bind(item) if isinstance(item, Bind) else mount_overlay(item)
     return results
 
 

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 from kairos.early.apply import apply_plan, ensure_machine_id, find_label, is_mounted, mount
+from kairos.early.custom import UserMounts, mentions, user_mounts
 from kairos.early.plan import (
     BOOTED_IMAGE,
     BootParams,
+    MountPlan,
     booted_params,
     make_plan,
     parse_cmdline,
@@ -27,7 +29,12 @@ from kairos.early.stage import run_and_record
 
 log = logging.getLogger("kairos.early")
 LAYOUT_ENV = "/run/cos/cos-layout.env"
+# Kairos's installer writes CUSTOM_BIND_MOUNTS / CUSTOM_EPHEMERAL_MOUNTS here (a rootfs stage).
+CUSTOM_LAYOUT_ENV = "/run/cos/custom-layout.env"
 LOG_DIR = "/run/kairos"
+# The collector's directories (config/collect.py CONFIG_DIRS, without the live medium: a live
+# boot takes no custom mounts); only looked at for the two install keys.
+CONFIG_DIRS = ("/etc/kairos", "/usr/local/cloud-config", "/oem")
 
 
 def _api_mounts() -> None:
@@ -88,6 +95,66 @@ def _mount_oem(params: BootParams) -> bool:
     return mount(dev, "/oem", options="rw")
 
 
+def _read_env(path: Path) -> dict[str, str]:
+    try:
+        return parse_env(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return {}
+
+
+def _config_texts(root: Path) -> list[str]:
+    """The text of every config file the collector would read (and the command line)."""
+    texts = [(root / "proc/cmdline").read_text(errors="replace")
+             if (root / "proc/cmdline").is_file() else ""]
+    for top in CONFIG_DIRS:
+        for dirpath, _dirs, files in os.walk(root / top.lstrip("/")):
+            for name in files:
+                path = Path(dirpath, name)
+                with contextlib.suppress(OSError):
+                    if name.endswith((".yaml", ".yml")) and path.stat().st_size <= 1 << 20:
+                        texts.append(path.read_text(errors="replace"))
+    return texts
+
+
+def installed_config(root: Path = Path("/")) -> dict[str, object]:
+    """The `install:` block of the collected cloud-config, read only when some config file
+    names bind_mounts or ephemeral_mounts (the collector costs imports at every boot).
+    config_url is not fetched: there is no network yet."""
+    if not mentions(_config_texts(root)):
+        return {}
+    try:
+        from kairos.config.collect import collect
+
+        merged = collect(root, fetch=False)
+    except Exception as exc:  # a config that cannot be merged still boots
+        log.warning("custom mounts: the cloud-config cannot be read (%s); only "
+                    "CUSTOM_BIND_MOUNTS / CUSTOM_EPHEMERAL_MOUNTS apply", exc)
+        return {}
+    block = merged.data.get("install")
+    return block if isinstance(block, dict) else {}
+
+
+def find_user_mounts(params: BootParams, env: dict[str, str],
+                     root: Path = Path("/")) -> UserMounts:
+    """The custom paths of this boot: the config's install keys, then Kairos's env files."""
+    if params.mode in ("live", "recovery", "autoreset"):
+        return UserMounts()
+    custom_env = _read_env(root / CUSTOM_LAYOUT_ENV.lstrip("/"))
+    return user_mounts(installed_config(root), custom_env, env)
+
+
+def plan_boot(params: BootParams, root: Path = Path("/")) -> MountPlan:
+    """This boot's mount plan, after the rootfs stage wrote the layout env; every custom
+    path skipped gets its one line in the boot log."""
+    env = _read_env(root / LAYOUT_ENV.lstrip("/"))
+    plan = make_plan(params, env, find_user_mounts(params, env, root))
+    for line in plan.warnings:
+        log.warning("%s", line)
+    for line in plan.notes:
+        log.info("%s", line)
+    return plan
+
+
 def booted_mode(params: BootParams, record: str = BOOTED_IMAGE) -> BootParams:
     """The boot mode of the image the initrd mounted, which differs from the command line's
     after a boot id mismatch (the initrd said so on the console)."""
@@ -124,8 +191,7 @@ def boot() -> dict[str, object]:
     mark("oem")
     _run_stage("rootfs")
     mark("rootfs-stage")
-    env = parse_env(Path(LAYOUT_ENV).read_text()) if os.path.exists(LAYOUT_ENV) else {}
-    plan = make_plan(params, env)
+    plan = plan_boot(params)
     results = apply_plan(plan)
     timeline["mounts"] = results
     mark("layout")

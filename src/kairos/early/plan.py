@@ -3,7 +3,12 @@ layout env that the `rootfs` stage writes (/run/cos/cos-layout.env), applied by 
 
 A live boot (the ISO: `root=live:CDLABEL=…`) keeps everything in RAM: what an installed
 system makes writable (its overlays, its persistent volume and binds) becomes tmpfs overlays,
-and no disk is mounted unless the kernel command line itself names one."""
+and no disk is mounted unless the kernel command line itself names one.
+
+A user's own paths (`install.bind_mounts`, `install.ephemeral_mounts`: early/custom.py) join
+an installed system's plan: binds with the built-in ones, ephemeral paths as overlays mounted
+with the binds in one depth order, so a parent is always mounted before what is below it.
+As in Kairos, they are not applied on live, recovery and autoreset boots."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from kairos.boot.live import live_label
+from kairos.early.custom import CustomPaths, Layout, UserMounts, custom_paths
 from kairos.envfile import parse_env as parse_env  # re-exported for early/main.py
 
 # Kairos's defaults (its bundled 00_rootfs.yaml): ephemeral overlays and persistent binds.
@@ -125,6 +131,7 @@ class Overlay:
     path: str
     upper: str  # under the base overlay tmpfs
     work: str
+    user: bool = False  # a user's path: reached through no symbolic link, made if missing
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,7 @@ class Volume:
 class Bind:
     path: str  # where it shows up
     store: str  # where it lives on the persistent volume
+    user: bool = False  # a user's path: reached through no symbolic link, made if missing
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,17 @@ class MountPlan:
     binds: tuple[Bind, ...] = ()
     persistent: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # A user's ephemeral paths: overlays mounted after the volumes, in depth order with
+    # the binds (one may sit inside a persistent path, or hold one).
+    ephemerals: tuple[Overlay, ...] = ()
+    warnings: tuple[str, ...] = ()  # entries of the user's lists that were skipped
+
+    def late_mounts(self, persistent_ok: bool = True) -> tuple[Bind | Overlay, ...]:
+        """Binds (when the persistent volume is there) and ephemeral overlays, parents
+        before children."""
+        mounts: list[Bind | Overlay] = [*(self.binds if persistent_ok else ()),
+                                        *self.ephemerals]
+        return tuple(sorted(mounts, key=lambda m: (m.path.count("/"), m.path)))
 
 
 def dashed(path: str) -> str:
@@ -191,14 +210,16 @@ def _overlay_spec(overlay: str) -> tuple[str, str]:
     return overlay, ""
 
 
+def _overlay(path: str, base: str, *, user: bool = False) -> Overlay:
+    return Overlay(path, f"{base}/{dashed(path)}/.overlay/upper",
+                   f"{base}/{dashed(path)}/.overlay/work", user)
+
+
 def _overlays(paths: tuple[str, ...], volumes: tuple[tuple[str, str], ...],
               base: str) -> tuple[Overlay, ...]:
     # Overlays must not hide a volume's mount point: skip rw paths that a volume owns.
     vol_targets = {t for _, t in volumes}
-    return tuple(
-        Overlay(p, f"{base}/{dashed(p)}/.overlay/upper", f"{base}/{dashed(p)}/.overlay/work")
-        for p in dict.fromkeys(paths) if p not in vol_targets
-    )
+    return tuple(_overlay(p, base) for p in dict.fromkeys(paths) if p not in vol_targets)
 
 
 def live_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
@@ -220,10 +241,19 @@ def live_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
                      notes=("live boot: everything writable is in RAM",))
 
 
-def make_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
-    """Compute every mount of early boot; no side effects."""
+def _ignored(user: UserMounts, why: str) -> tuple[str, ...]:
+    return (f"{len(user.binds) + len(user.ephemerals)} custom mount(s) not applied: {why}",) \
+        if user else ()
+
+
+def make_plan(params: BootParams, env: dict[str, str],
+              user: UserMounts | None = None) -> MountPlan:
+    """Compute every mount of early boot; no side effects. `user`: the custom paths found
+    (early/custom.py), checked and merged here."""
+    user = user or UserMounts()
     if params.mode == "live":
-        return live_plan(params, env)
+        plan = live_plan(params, env)
+        return dataclasses.replace(plan, notes=plan.notes + _ignored(user, "live boot"))
     recoveryish = params.mode in ("recovery", "autoreset")
     overlay = params.overlay or env.get("OVERLAY") or DEFAULT_OVERLAY
     rw_default = IMMUCORE_RW_PATHS if recoveryish else DEFAULT_RW_PATHS
@@ -239,9 +269,17 @@ def make_plan(params: BootParams, env: dict[str, str]) -> MountPlan:
     base = "/run/overlay"
     overlays = _overlays(rw_paths, volumes, base)
     target = env.get("PERSISTENT_STATE_TARGET") or STATE_TARGET
+    custom = CustomPaths() if recoveryish else custom_paths(
+        user, Layout(rw_paths, persistent_paths, tuple(t for _, t in volumes), target), dashed)
+    notes = _ignored(user, f"{params.mode} boot") if recoveryish else custom.merged
     ordered = sorted(dict.fromkeys(persistent_paths), key=lambda p: (p.count("/"), p))
-    binds = tuple(Bind(p, f"{target}/{dashed(p)}.bind") for p in ordered)
+    binds = sorted([*(Bind(p, f"{target}/{dashed(p)}.bind") for p in ordered),
+                    *(Bind(p, f"{target}/{dashed(p)}.bind", user=True) for p in custom.binds)],
+                   key=lambda b: (b.path.count("/"), b.path))
     src, size = _overlay_spec(overlay)
     # As immucore: extra volumes are read-only, the persistent one read-write.
     vols = tuple(Volume(s, t, writable="COS_PERSISTENT" in s) for s, t in volumes)
-    return MountPlan(base, src, size, overlays, vols, binds, persistent=bool(binds))
+    return MountPlan(base, src, size, overlays, vols, tuple(binds), persistent=bool(binds),
+                     notes=notes,
+                     ephemerals=tuple(_overlay(p, base, user=True) for p in custom.ephemerals),
+                     warnings=custom.skipped)

@@ -163,8 +163,6 @@ def test_auto_defaults_the_device_to_auto() -> None:
     ({"no-format": True}, "install.no-format is set, but installing onto existing "
      "partitions is not supported yet"),
     ({"encrypted_partitions": ["COS_PERSISTENT"]}, "encrypted partitions is not supported"),
-    ({"bind_mounts": ["/var/lib/x"]}, "custom persistent paths (bind_mounts)"),
-    ({"ephemeral_mounts": ["/var/tmp"]}, "ephemeral_mounts"),
     ({"partitions": {"bios": {"size": 2}}}, "install.partitions.bios is not a partition"),
     ({"partitions": {"state": {"fs": "xfs"}}}, "install.partitions.state.fs 'xfs' is not "
      "supported"),
