@@ -544,9 +544,12 @@ def _records_from(plan: InstallPlan, images: Images) -> InstallPlan:
 # ------------------------------------------------------------------------------ run
 
 def run_install(req: Request, *, interactive: bool | None = None,
-                inventory: Callable[[], devices.Inventory] = devices.read_inventory
+                inventory: Callable[[], devices.Inventory] = devices.read_inventory,
+                ask_confirmation: Callable[[str, Path], None] | None = None
                 ) -> Result | None:
-    """The whole install (module doc); None when --auto finds install.auto unset."""
+    """The whole install (module doc); None when --auto finds install.auto unset.
+    `ask_confirmation(plan text, disk)` replaces the 'yes' question (interactive-install);
+    it raises to stop before anything is written."""
     with tempdir(prefix="kairos-install-cfg-") as work:
         cfg = load_config(req, work, wait=AUTO_WAIT if req.auto and not req.cloud_config
                           else 0.0)
@@ -560,7 +563,9 @@ def run_install(req: Request, *, interactive: bool | None = None,
             plan = _plan(target, images, cfg, opts, req)
             tty = sys.stdin.isatty() if interactive is None else interactive
             # install.auto means nobody is there to ask; a person at a terminal still is.
-            if not (req.yes or req.auto or (opts.auto and not tty)):
+            if ask_confirmation is not None:
+                ask_confirmation(plan_text(target, plan, images, cfg, opts), target.path)
+            elif not (req.yes or req.auto or (opts.auto and not tty)):
                 confirm(plan_text(target, plan, images, cfg, opts), target.path,
                         interactive=tty)
             _write(target, plan, cfg, req)

@@ -65,6 +65,35 @@ def register(sub: Any) -> None:
     manual.add_argument("cloud_config", metavar="CONFIG", help="cloud-config file or URL")
     _add_options(manual, with_config=False)
     manual.set_defaults(func=install_cmd)
+    _register_interactive(sub)
+
+
+def _register_interactive(sub: Any) -> None:
+    p = sub.add_parser("interactive-install", help="ask for the disk, a user, how they log "
+                       "in and the hostname, show the plan, then install",
+                       description="On a terminal: asks for the disk, a user and a "
+                       "password, SSH key or GitHub user, and the hostname (Enter takes the "
+                       "default in brackets), shows the plan and installs after 'y'. The "
+                       "answers are merged over the cloud-config and installed in /oem.")
+    p.add_argument("--cloud-config", metavar="FILE|URL",
+                   help="a cloud-config the answers are merged over (default: what this "
+                        "system collects, e.g. the live medium's)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", metavar="IMAGE",
+                     help="file:PATH (a slot image), oci:REF, ocifile:PATH or dir:PATH "
+                          "(default: the live medium's slot image)")
+    src.add_argument("--image", type=Path, metavar="IMAGE_DIR",
+                     help="a 'kairos build' output directory (rootfs.squashfs)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--reboot", action="store_true", default=None, help="reboot when done")
+    when.add_argument("--poweroff", action="store_true", default=None,
+                      help="power off when done")
+    p.add_argument("--config-root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    p.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
+    # Tests: offer only these disks (loop devices allowed), never the host's own.
+    p.add_argument("--device-candidates", action="append", metavar="DEV",
+                   help=argparse.SUPPRESS)
+    p.set_defaults(func=interactive_cmd)
 
 
 def grub_options(pairs: list[str] | None) -> dict[str, str]:
@@ -98,6 +127,20 @@ def install_cmd(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"Installed on {result.device}"
                          + (f"; {result.after} now" if result.after else "") + "\n")
+    sys.stdout.flush()
+    after_install(result)
+    return 0
+
+
+def interactive_cmd(args: argparse.Namespace) -> int:
+    from kairos.agent.installer import Request, after_install
+    from kairos.agent.interactive import run_interactive
+    req = Request(cloud_config=args.cloud_config, source=args.source, image_dir=args.image,
+                  reboot=args.reboot, poweroff=args.poweroff, root=args.config_root,
+                  scratch=args.scratch)
+    result = run_interactive(req, candidates=args.device_candidates or ())
+    sys.stdout.write(f"Installed on {result.device}"
+                     + (f"; {result.after} now" if result.after else "") + "\n")
     sys.stdout.flush()
     after_install(result)
     return 0
