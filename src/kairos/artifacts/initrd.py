@@ -21,8 +21,10 @@ from kairos.safefs import resolve_in_root, write_file_atomic
 # Storage and filesystems a slot can sit on, plus what the boot path mounts. Missing ones
 # (built in, or absent from this kernel) are skipped. The live ISO adds a CD (sr_mod and
 # cdrom behind an AHCI or legacy IDE controller, isofs); written to a USB stick, it is a disk.
+# Netboot adds NICs: virtio, and the Intel ones QEMU gives by default (e1000 on `pc`,
+# e1000e on `q35`) and most hypervisors emulate.
 WANTED_MODULES = (
-    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net",
+    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "e1000", "e1000e",
     "ahci", "ata_piix", "sd_mod", "sr_mod", "cdrom", "nvme", "mmc_block", "sdhci_pci",
     "xhci_pci", "ehci_pci", "usb_storage", "uas",
     "crc32c_generic", "crc32c_intel", "ext4", "loop", "squashfs", "erofs", "overlay", "isofs",
@@ -30,7 +32,11 @@ WANTED_MODULES = (
 APPLETS = (
     "sh", "mount", "umount", "mkdir", "switch_root", "insmod", "sleep", "cat", "echo",
     "findfs", "losetup", "reboot", "ls", "grep", "sed", "blkid", "mdev", "poweroff",
+    # netboot: DHCP, the lease applied (initrd-udhcpc.sh), the image downloaded
+    "udhcpc", "ifconfig", "route", "wget",
 )
+# udhcpc's event script, where the init passes it (-s)
+UDHCPC_SCRIPT = "etc/udhcpc.script"
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,12 @@ def _module_bytes(path: Path) -> bytes:
     return data
 
 
+def _data(name: str) -> bytes:
+    return resources.files("kairos.artifacts").joinpath(f"data/{name}").read_bytes()
+
+
 def _init_script() -> bytes:
-    return resources.files("kairos.artifacts").joinpath("data/initrd-init.sh").read_bytes()
+    return _data("initrd-init.sh")
 
 
 def build_initrd(root: Path, out: Path, *, mtime: int, busybox: Path | None = None) -> InitrdInfo:
@@ -137,6 +147,7 @@ def build_initrd(root: Path, out: Path, *, mtime: int, busybox: Path | None = No
     for applet in APPLETS:
         entries.append(Entry(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox"))
     entries.append(Entry("init", stat.S_IFREG | 0o755, _init_script()))
+    entries.append(Entry(UDHCPC_SCRIPT, stat.S_IFREG | 0o755, _data("initrd-udhcpc.sh")))
     load_list: list[str] = []
     for i, mod in enumerate(mods):
         name = Path(mod).name.split(".ko")[0] + ".ko"

@@ -4,6 +4,9 @@ the stage runner and the installer: where the live medium is mounted and what is
 Kairos's names: the ISO9660 volume id `COS_LIVE`, the slot image `rootfs.squashfs` at the
 ISO's root, the medium mounted at `/run/initramfs/live` (also a config directory), and the
 kernel command line `root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.live.squashimg=…`.
+Netboot (artifacts/netboot.py) is a live boot too: `root=live:http://…/X.squashfs` plus
+Kairos's `netboot` marker; the initrd downloads the image into a tmpfs that becomes
+`/run/initramfs/live`, as `rootfs.squashfs`, so LIVE_SLOT_IMAGE holds there as well.
 No imports beyond pathlib: early-init imports this at boot.
 """
 
@@ -27,6 +30,16 @@ LIVE_OEM_DIR = LIVE_DIR / OEM_DIR_NAME
 LIVE_SENTINEL = Path("/run/cos/live_mode")
 
 LIVE_CMDLINE = f"root=live:CDLABEL={LIVE_LABEL} rd.live.dir=/ rd.live.squashimg={SLOT_NAME}"
+
+# Netboot: the root image's URL follows this prefix (dracut's livenet key, as Kairos uses it);
+# only plain HTTP, which the initrd's busybox wget fetches.
+LIVE_URL_PREFIX = "root=live:"
+NETBOOT_SCHEMES = ("http://",)
+# Kairos's netboot marker: early-init (early/plan.py) and `kairos state` take it for a live
+# boot. rd.neednet/ip=dhcp are dracut's spelling of "bring the network up in the initrd".
+NETBOOT_ARGS = "rd.neednet=1 ip=dhcp netboot"
+# The config beside the netboot files (`kairos netboot --cloud-config`), read via config_url.
+NETBOOT_CONFIG_NAME = CONFIG_NAME
 
 
 def live_label(cmdline: str) -> str | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kairos.vm.config import DiskFormat, Firmware, VMConfig
+from kairos.vm.netboot import NetbootWiring
 
 QEMU = "qemu-system-x86_64"
 
@@ -14,7 +15,7 @@ QEMU = "qemu-system-x86_64"
 class Wiring:
     """The per-run facts argv needs that are not in VMConfig (resolved at start)."""
 
-    disk_format: DiskFormat
+    disk_format: DiskFormat | None  # None: no boot disk (netboot)
     ssh_port: int
     serial_log: Path
     qmp_socket: Path
@@ -22,6 +23,7 @@ class Wiring:
     ovmf_vars: Path | None = None  # the VM's private, writable copy of the vars store
     cidata: Path | None = None
     extra_formats: tuple[DiskFormat, ...] = ()
+    netboot: NetbootWiring | None = None
 
 
 def _opt(value: Path | str) -> str:
@@ -49,7 +51,9 @@ def disk_args(config: VMConfig, wiring: Wiring) -> list[str]:
     # The boot disk gets the lowest bootindex so firmware never prefers the cidata or extra
     # disks (1, not 0: a direct -kernel boot given in extra_args claims 0).
     args: list[str] = []
-    if wiring.disk_format == "iso":
+    if config.disk is None or wiring.disk_format is None:
+        pass  # netboot without a disk
+    elif wiring.disk_format == "iso":
         args += ["-drive", f"if=none,id=d0,media=cdrom,readonly=on,format=raw,"
                            f"file={_opt(config.disk)}",
                  "-device", "ide-cd,drive=d0,bootindex=1"]
@@ -73,8 +77,16 @@ def disk_args(config: VMConfig, wiring: Wiring) -> list[str]:
 def net_args(wiring: Wiring) -> list[str]:
     # User-mode network; only 127.0.0.1 on the host can reach the guest's sshd. No option
     # ROM: the guest boots from its disk, and iPXE's banner costs seconds of every TCG boot.
-    return ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{wiring.ssh_port}-:22",
-            "-device", "virtio-net-pci,netdev=n0,romfile="]
+    netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{wiring.ssh_port}-:22"
+    nb = wiring.netboot
+    if nb is None:
+        return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,romfile="]
+    # Netboot: slirp's DHCP names the boot file, its TFTP serves it, the NIC's iPXE ROM runs
+    # it. The NIC comes after the boot disk (bootindex 1): an empty disk falls through to
+    # the network, an installed one boots itself. QEMU's default ROM (nb.rom, checked at
+    # wiring): SeaBIOS never ran the same file given as an absolute romfile= path.
+    return ["-netdev", f"{netdev},tftp={_opt(nb.tftp_dir)},bootfile={_opt(nb.bootfile)}",
+            "-device", "virtio-net-pci,netdev=n0,bootindex=2"]
 
 
 def console_args(config: VMConfig, wiring: Wiring) -> list[str]:

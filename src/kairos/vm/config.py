@@ -25,7 +25,7 @@ DiskFormat = Literal["raw", "qcow2", "iso"]
 class VMConfig:
     """Everything needed to start one QEMU guest; plain values so tests can build argv."""
 
-    disk: Path
+    disk: Path | None = None  # the boot disk or ISO; None only with netboot
     uefi: bool = False
     memory: int = 2048  # MiB
     cpus: int = 2
@@ -40,8 +40,13 @@ class VMConfig:
     ssh_key: Path | None = None  # default identity for VM.ssh()
     hostname: str = "kairos-vm"  # meta-data local-hostname of the cidata volume
     ovmf_dir: Path = field(default=OVMF_DIR)
+    # A `kairos netboot` directory to boot through the NIC's PXE firmware (vm/netboot.py);
+    # `disk` is then optional and tried first, so an installed disk boots once it has a system.
+    netboot: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.disk is None and self.netboot is None:
+            raise BadInput("nothing to boot", "give a disk image, an ISO or a netboot directory")
         if self.memory < 64:
             raise BadInput(f"memory {self.memory} MiB is too small", "give at least 64 MiB")
         if self.cpus < 1:

@@ -23,7 +23,7 @@ from typing import IO, Any, Literal
 
 from kairos.errors import BadInput, CommandFailed, KairosError
 from kairos.run import Result, popen, require, run
-from kairos.vm import qmp
+from kairos.vm import netboot, qmp
 from kairos.vm.argv import QEMU, Wiring, build_argv
 from kairos.vm.cidata import build_cidata
 from kairos.vm.config import VMConfig, detect_format, find_ovmf
@@ -56,6 +56,7 @@ class VM:
         self.started_at = 0.0  # time.monotonic() when the current QEMU process started
         self._run_offset = 0  # serial log size when the current QEMU process started
         self._stderr: IO[bytes] | None = None
+        self._http: netboot.DirServer | None = None  # serves config.netboot while wired
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -68,9 +69,12 @@ class VM:
     def _wire(self) -> Wiring:
         cfg = self.config
         require(QEMU, "qemu-img")
-        fmt = detect_format(cfg.disk)
+        fmt = detect_format(cfg.disk) if cfg.disk is not None else None
         extra = tuple(detect_format(d) for d in cfg.extra_disks)
         firmware = find_ovmf(cfg.ovmf_dir) if cfg.uefi else None
+        if cfg.netboot is not None:  # refuse a bad directory before anything is made
+            netboot.find_script(cfg.netboot)
+            netboot.check_rom()
         self.workdir = Path(tempfile.mkdtemp(prefix="kairos-vm-"))
         ovmf_vars = None
         if firmware is not None:
@@ -84,10 +88,14 @@ class VM:
         serial_log = cfg.serial_log or self.workdir / "serial.log"
         serial_log.parent.mkdir(parents=True, exist_ok=True)
         serial_log.write_bytes(b"")  # a fresh log per VM; restarts append to it
+        nb = None
+        if cfg.netboot is not None:  # last: a thread that close() ends
+            self._http = netboot.DirServer(cfg.netboot)
+            nb = netboot.prepare(cfg.netboot, self.workdir, self._http)
         return Wiring(disk_format=fmt, ssh_port=cfg.ssh_port or free_port(),
                       serial_log=serial_log, qmp_socket=self.workdir / "qmp.sock",
                       firmware=firmware, ovmf_vars=ovmf_vars, cidata=cidata,
-                      extra_formats=extra)
+                      extra_formats=extra, netboot=nb)
 
     def _w(self) -> Wiring:
         if self.wiring is None:
@@ -192,6 +200,9 @@ class VM:
             if self._stderr is not None:
                 self._stderr.close()
                 self._stderr = None
+            if self._http is not None:
+                self._http.close()
+                self._http = None
             if self.workdir is not None:
                 shutil.rmtree(self.workdir, ignore_errors=True)
                 self.workdir = None

@@ -22,8 +22,9 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_defaults() -> None:
     args = parse("disk.raw")
     assert args.artifact == Path("disk.raw")
-    assert (args.uefi, args.memory, args.cpus, args.ssh_port, args.snapshot) == (
+    assert (args.uefi, vm_cmd._memory(args), args.cpus, args.ssh_port, args.snapshot) == (
         False, 2048, 2, None, False)
+    assert args.netboot is None
     assert args.func is vm_cmd.run_vm
 
 

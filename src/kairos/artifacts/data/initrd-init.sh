@@ -7,6 +7,10 @@
 # A live boot (the ISO, kairos/boot/live.py): root=live:CDLABEL=<label> (or root=live:LABEL=),
 # rd.live.dir=<dir on the medium>, rd.live.squashimg=<slot image file>: the medium is mounted
 # read-only at /run/initramfs/live and the slot image on it becomes the read-only root.
+# Netboot (kairos/artifacts/netboot.py): root=live:http://HOST[:PORT]/PATH: DHCP on the first
+# interface that answers (udhcpc, /etc/udhcpc.script), the image downloaded with wget into a
+# tmpfs that becomes /run/initramfs/live (as rootfs.squashfs), then the same live root. The
+# address stays configured, as dracut leaves it, so a config_url can be fetched early.
 
 say() { echo "kairos-initrd: $*" > /dev/console; }
 
@@ -80,6 +84,69 @@ live_image() {
     echo "/live${_d:+/$_d}/$2"
 }
 
+# net_ifaces: the network interfaces the kernel has, loopback left out.
+net_ifaces() {
+    for _n in /sys/class/net/*; do
+        [ -e "$_n" ] || continue
+        [ "${_n##*/}" = lo ] || echo "${_n##*/}"
+    done
+}
+
+# net_up SECONDS: DHCP on every interface in turn until one gets a lease (NICs show up a
+# moment after their module is loaded: keep looking for about SECONDS); sets $net_if.
+net_up() {
+    _t=0; net_if=""
+    while [ "$_t" -le "$1" ]; do
+        for _if in $(net_ifaces); do
+            ifconfig "$_if" up 2>/dev/null || continue
+            if udhcpc -i "$_if" -s /etc/udhcpc.script -n -q -t 3 -T 2 >/dev/null 2>&1; then
+                net_if="$_if"
+                return 0
+            fi
+            _t=$((_t + 6))
+        done
+        sleep 1
+        _t=$((_t + 1))
+    done
+    return 1
+}
+
+# fetch URL FILE TRIES: download URL to FILE with busybox wget, pausing between tries.
+# No -T: Debian 12's static busybox wget crashes (SIGSEGV) with it; its own idle timeout holds.
+fetch() {
+    _try=1
+    while :; do
+        wget -q -O "$2" "$1" && [ -s "$2" ] && return 0
+        [ "$_try" -ge "$3" ] && return 1
+        say "download of $1 failed (try $_try of $3), retrying"
+        _try=$((_try + 1))
+        sleep 3
+    done
+}
+
+# read_cmdline ARG...: the kernel command line's keys, into the variables the boot uses.
+read_cmdline() {
+    label=""; img=""; want=""; debugrw=0; wait_s=60; shell=0; init=/usr/lib/kairos/early-init
+    live=""; livefs=""; live_dir=/; live_img=rootfs.squashfs; live_url=""; live_bad=0
+    for arg in "$@"; do
+        case "$arg" in
+            root=LABEL=*) label="${arg#root=LABEL=}" ;;
+            root=live:CDLABEL=*) live="${arg#root=live:CDLABEL=}"; livefs=iso9660 ;;
+            root=live:LABEL=*) live="${arg#root=live:LABEL=}"; livefs="" ;;
+            root=live:http://*) live_url="${arg#root=live:}" ;;
+            root=live:*://*) live_url="${arg#root=live:}"; live_bad=1 ;;
+            rd.live.dir=*) live_dir="${arg#rd.live.dir=}" ;;
+            rd.live.squashimg=*) live_img="${arg#rd.live.squashimg=}" ;;
+            cos-img/filename=*) img="${arg#cos-img/filename=}" ;;
+            rd.immucore.debugrw|rd.cos.debugrw|rd.immucore.debugrw=1|rd.cos.debugrw=1) debugrw=1 ;;
+            rd.immucore.sysrootwait=*) wait_s="${arg#rd.immucore.sysrootwait=}" ;;
+            rd.shell=1|rd.shell) shell=1 ;;
+            kairos.init=*) init="${arg#kairos.init=}" ;;
+            kairos.boot_id=*) want="${arg#kairos.boot_id=}" ;;
+        esac
+    done
+}
+
 # Sourced with KAIROS_INITRD_LIB=1 (tests): the functions above, nothing else.
 [ -n "$KAIROS_INITRD_LIB" ] && return 0
 
@@ -99,23 +166,7 @@ fail() {
     reboot -f
 }
 
-label=""; img=""; want=""; debugrw=0; wait_s=60; shell=0; init=/usr/lib/kairos/early-init
-live=""; livefs=""; live_dir=/; live_img=rootfs.squashfs
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        root=LABEL=*) label="${arg#root=LABEL=}" ;;
-        root=live:CDLABEL=*) live="${arg#root=live:CDLABEL=}"; livefs=iso9660 ;;
-        root=live:LABEL=*) live="${arg#root=live:LABEL=}"; livefs="" ;;
-        rd.live.dir=*) live_dir="${arg#rd.live.dir=}" ;;
-        rd.live.squashimg=*) live_img="${arg#rd.live.squashimg=}" ;;
-        cos-img/filename=*) img="${arg#cos-img/filename=}" ;;
-        rd.immucore.debugrw|rd.cos.debugrw|rd.immucore.debugrw=1|rd.cos.debugrw=1) debugrw=1 ;;
-        rd.immucore.sysrootwait=*) wait_s="${arg#rd.immucore.sysrootwait=}" ;;
-        rd.shell=1|rd.shell) shell=1 ;;
-        kairos.init=*) init="${arg#kairos.init=}" ;;
-        kairos.boot_id=*) want="${arg#kairos.boot_id=}" ;;
-    esac
-done
+read_cmdline $(cat /proc/cmdline)
 
 while read -r mod; do
     insmod "$mod" 2>/dev/null
@@ -146,20 +197,38 @@ handover() {
     exec switch_root /sysroot "$init"
 }
 
+# live_handover IMG WHAT: slot image IMG (below /live) becomes the read-only root, /live moves
+# to /run/initramfs/live; early-init keeps every write in RAM. WHAT names the source in errors.
+live_handover() {
+    mount -t squashfs -o loop,ro "$1" /sysroot || fail "cannot mount ${1#/live} from $2"
+    [ -x "/sysroot$init" ] || fail "${1#/live} from $2 has no $init"
+    run_tmpfs
+    mkdir -p /sysroot/run/initramfs/live
+    mount --move /live /sysroot/run/initramfs/live
+    handover
+}
+
 # A live boot: the medium (a CD, or a disk the hybrid ISO was written to) read-only at
-# /run/initramfs/live, its slot image the read-only root; early-init keeps every write in RAM.
+# /run/initramfs/live, its slot image the read-only root.
 if [ -n "$live" ]; then
     dev=$(wait_label "$live") || fail "no device labelled $live after ${wait_s}s"
     mkdir -p /live
     mount ${livefs:+-t $livefs} -o ro "$dev" /live || fail "cannot mount $dev ($live)"
     limg=$(live_image "$live_dir" "$live_img")
     [ -f "$limg" ] || fail "$dev ($live) has no ${limg#/live}"
-    mount -t squashfs -o loop,ro "$limg" /sysroot || fail "cannot mount ${limg#/live} from $live"
-    [ -x "/sysroot$init" ] || fail "${limg#/live} has no $init"
-    run_tmpfs
-    mkdir -p /sysroot/run/initramfs/live
-    mount --move /live /sysroot/run/initramfs/live
-    handover
+    live_handover "$limg" "$live"
+fi
+
+# Netboot: the image comes over HTTP into RAM (a tmpfs, at most half the memory by default).
+if [ -n "$live_url" ]; then
+    [ "$live_bad" = 0 ] || fail "cannot fetch $live_url: the initrd downloads over http:// only"
+    net_up "$wait_s" || fail "no DHCP lease on any network interface after ${wait_s}s"
+    say "network up on $net_if; downloading $live_url"
+    mkdir -p /live
+    mount -t tmpfs -o mode=755 tmpfs /live || fail "cannot mount a tmpfs for the image"
+    fetch "$live_url" /live/rootfs.squashfs 5 \
+        || fail "cannot download $live_url after 5 tries (server down, or the image larger than half the RAM?)"
+    live_handover /live/rootfs.squashfs "$live_url"
 fi
 
 case "$label" in
