@@ -66,6 +66,19 @@ def test_slot_image_contents(default_image: dict[str, object], tmp_path: Path) -
     assert humans == [], "no default user"
 
 
+def test_slot_carries_what_an_install_from_it_runs(default_image: dict[str, object]) -> None:
+    """A live ISO of this image installs with the image's own tools (agent/install.py TOOLS)
+    and GRUB's modules for both firmwares: nothing comes from the build host."""
+    from kairos.agent.install import TOOLS
+    listing = set(subprocess.run(["unsquashfs", "-l", "-d", "", str(default_image["rootfs"])],
+                                 capture_output=True, text=True, check=True).stdout.split())
+    for tool in TOOLS:
+        assert {f"/usr/{d}/{tool}" for d in ("bin", "sbin")} & listing, f"no {tool} in the image"
+    for want in ("/usr/lib/grub/i386-pc/boot.img", "/usr/lib/grub/i386-pc/normal.mod",
+                 "/usr/lib/grub/x86_64-efi/normal.mod"):
+        assert want in listing, want
+
+
 def test_every_pyc_is_hash_based(default_image: dict[str, object], tmp_path: Path) -> None:
     """The slot clamps mtimes, so timestamp pycs would be stale and Python would recompile
     every module at each boot on the read-only root. Every pyc must be an unchecked-hash one."""

@@ -19,14 +19,8 @@ DESCRIPTION = (
     "plan is shown and you type 'yes'.")
 
 
-def _add_options(p: argparse.ArgumentParser, *, with_config: bool) -> None:
-    p.add_argument("--device", metavar="DEV",
-                   help="the whole disk to erase: /dev/sdX, a /dev/disk/by-* link, "
-                        "script:///PATH (prints the disk) or auto (the largest empty disk)")
-    if with_config:
-        p.add_argument("--cloud-config", metavar="FILE|URL",
-                       help="the cloud-config to install (default: what this system "
-                            "collects, e.g. the live medium's)")
+def _add_source_and_after(p: argparse.ArgumentParser) -> None:
+    """What to install and what to do when done: shared by every install verb."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", metavar="IMAGE",
                      help="file:PATH (a slot image), oci:REF, ocifile:PATH or dir:PATH "
@@ -37,6 +31,17 @@ def _add_options(p: argparse.ArgumentParser, *, with_config: bool) -> None:
     when.add_argument("--reboot", action="store_true", default=None, help="reboot when done")
     when.add_argument("--poweroff", action="store_true", default=None,
                       help="power off when done")
+
+
+def _add_options(p: argparse.ArgumentParser, *, with_config: bool) -> None:
+    p.add_argument("--device", metavar="DEV",
+                   help="the whole disk to erase: /dev/sdX, a /dev/disk/by-* link, "
+                        "script:///PATH (prints the disk) or auto (the largest empty disk)")
+    if with_config:
+        p.add_argument("--cloud-config", metavar="FILE|URL",
+                       help="the cloud-config to install (default: what this system "
+                            "collects, e.g. the live medium's)")
+    _add_source_and_after(p)
     p.add_argument("--yes", action="store_true", help="do not ask before erasing the disk")
     p.add_argument("--auto", action="store_true",
                    help="the live system's boot service: install unattended only when the "
@@ -78,16 +83,7 @@ def _register_interactive(sub: Any) -> None:
     p.add_argument("--cloud-config", metavar="FILE|URL",
                    help="a cloud-config the answers are merged over (default: what this "
                         "system collects, e.g. the live medium's)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", metavar="IMAGE",
-                     help="file:PATH (a slot image), oci:REF, ocifile:PATH or dir:PATH "
-                          "(default: the live medium's slot image)")
-    src.add_argument("--image", type=Path, metavar="IMAGE_DIR",
-                     help="a 'kairos build' output directory (rootfs.squashfs)")
-    when = p.add_mutually_exclusive_group()
-    when.add_argument("--reboot", action="store_true", default=None, help="reboot when done")
-    when.add_argument("--poweroff", action="store_true", default=None,
-                      help="power off when done")
+    _add_source_and_after(p)
     p.add_argument("--config-root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     p.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     # Tests: offer only these disks (loop devices allowed), never the host's own.

@@ -48,6 +48,9 @@ def register(sub: Any) -> None:
                    help="attach another disk image (repeatable), e.g. an install target")
     p.add_argument("--snapshot", action="store_true",
                    help="discard the guest's writes; the image file stays untouched")
+    p.add_argument("--no-reboot", action="store_true",
+                   help="end QEMU when the guest reboots, e.g. after an unattended install "
+                        "from an ISO, so the next start boots the disk alone")
     p.set_defaults(func=run_vm)
 
 
@@ -76,6 +79,15 @@ def _memory(args: argparse.Namespace) -> int:
     return int(args.memory)
 
 
+def vm_config(args: argparse.Namespace, console: Console) -> VMConfig:
+    return VMConfig(disk=args.artifact, netboot=args.netboot, uefi=args.uefi,
+                    memory=_memory(args), cpus=args.cpus,
+                    snapshot=args.snapshot, ssh_port=args.ssh_port,
+                    serial_log=args.serial_log, cloud_config=args.cloud_config,
+                    console=console, extra_disks=tuple(args.disk), ssh_user=args.ssh_user,
+                    extra_args=("-no-reboot",) if args.no_reboot else ())
+
+
 def run_vm(args: argparse.Namespace) -> int:
     artifact: Path | None = args.artifact
     if artifact is None and args.netboot is None:
@@ -86,11 +98,7 @@ def run_vm(args: argparse.Namespace) -> int:
     if args.netboot is not None:
         find_script(args.netboot)
     console = _console(args)
-    config = VMConfig(disk=artifact, netboot=args.netboot, uefi=args.uefi,
-                      memory=_memory(args), cpus=args.cpus,
-                      snapshot=args.snapshot, ssh_port=args.ssh_port,
-                      serial_log=args.serial_log, cloud_config=args.cloud_config,
-                      console=console, extra_disks=tuple(args.disk), ssh_user=args.ssh_user)
+    config = vm_config(args, console)
     # A SIGTERM (CI timeout, systemd) must still end QEMU: turn it into a normal exit.
     signal.signal(signal.SIGTERM, _terminate)
     with VM(config) as vm:

@@ -17,14 +17,21 @@ from kairos.stages.sysinfo import os_release as os_release  # re-exported for bu
 
 log = logging.getLogger("kairos.factory")
 
+# What `kairos install` runs on a live system (agent/install.py TOOLS): partitions (gdisk),
+# the EFI system partition (dosfstools, mtools: no vfat mount needed), GRUB's images built
+# from its modules for BIOS and UEFI (grub-common's grub-mkimage, grub-pc-bin,
+# grub-efi-amd64-bin). Every image can be booted from an ISO to install itself.
+INSTALLER_PACKAGES = ("gdisk", "dosfstools", "mtools", "grub-common", "grub-pc-bin",
+                      "grub-efi-amd64-bin")
 # What every image needs on top of a minimal base: init, device manager, SSH, the agent's
-# Python with the two libraries it uses, the tools early boot calls, and what an upgrade
-# runs on the device (squashfs-tools makes the slot, openssl checks image signatures).
+# Python with the two libraries it uses, the tools early boot calls, what an upgrade runs on
+# the device (squashfs-tools makes the slot, openssl checks image signatures) and what an
+# install runs.
 REQUIRED_PACKAGES = (
     "systemd", "systemd-sysv", "udev", "dbus", "systemd-timesyncd", "systemd-resolved",
     "openssh-server", "python3", "python3-yaml", "python3-jsonschema", "sudo", "iproute2",
     "kmod", "util-linux", "e2fsprogs", "ca-certificates", "less", "procps",
-    "squashfs-tools", "openssl",
+    "squashfs-tools", "openssl", *INSTALLER_PACKAGES,
 )
 # The same without systemd: sysvinit as PID 1 with OpenRC as service manager, Debian's udev
 # (it ships a sysv script), dhcpcd, which brings up every interface with DHCP by itself (no
@@ -34,6 +41,7 @@ OPENRC_PACKAGES = (
     "sysvinit-core", "openrc", "udev", "dhcpcd", "ifupdown", "openssh-server", "python3",
     "python3-yaml", "python3-jsonschema", "sudo", "iproute2", "kmod", "util-linux",
     "e2fsprogs", "ca-certificates", "less", "procps", "squashfs-tools", "openssl",
+    *INSTALLER_PACKAGES,
 )
 # debootstrap resolves sysvinit-core's `sysv-rc | file-rc | openrc` with the first choice,
 # which conflicts with openrc, and fails; apt picks right in the packages step.

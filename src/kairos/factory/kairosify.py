@@ -60,6 +60,9 @@ ENABLE = {"sysinit.target": ("cos-setup-fs.service",),
 # CPU at boot or daily on a small machine.
 DISABLE = ("apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
            "e2scrub_all.timer", "e2scrub_reap.service")
+# Prebuilt EFI images grub-efi-amd64-bin ships for grub-install (monolithic, netboot): the
+# installer builds its own from the modules with grub-mkimage. 16 MB in every slot.
+UNUSED_DIRS = ("usr/lib/grub/x86_64-efi/monolithic",)
 # Paths that must exist on the read-only root: mount points and persistent bind targets.
 MOUNT_POINTS = ("oem", "usr/local", "system", "home", "root", "opt", "srv", "usr/libexec",
                 "run/cos", "var/lib/kairos")
@@ -132,6 +135,14 @@ def disable_units(root: Path) -> None:
             for link in treefs.glob(root, f"{wants}/{unit}"):
                 if link.is_symlink():
                     link.unlink()
+
+
+def remove_unused(root: Path) -> None:
+    """UNUSED_DIRS, if they are real directories of the tree (a link is left alone)."""
+    for rel in UNUSED_DIRS:
+        path = treefs.inside(root, rel, follow_last=False)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
 
 
 def write_release(root: Path, release: Release) -> None:
@@ -208,5 +219,6 @@ def kairosify(root: Path, release: Release, mtime: int, init: str = "systemd") -
     else:
         install_configs(root)
     write_release(root, release)
+    remove_unused(root)
     install_boot(root, mtime)
     normalize(root, mtime)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kairos.factory.kairosify import DISABLE, disable_units
+from kairos.factory.kairosify import DISABLE, disable_units, remove_unused
 
 
 def _link(path: Path, target: str) -> None:
@@ -43,3 +43,20 @@ def test_a_file_of_that_name_and_links_to_the_host_are_left(tmp_path: Path) -> N
     disable_units(root)
     assert planted.read_text() == "host's\n"
     assert (system / "multi-user.target.wants/e2scrub_reap.service").is_file()
+
+
+def test_grubs_prebuilt_efi_images_are_removed_only_inside_the_tree(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    efi = root / "usr/lib/grub/x86_64-efi"
+    (efi / "monolithic").mkdir(parents=True)
+    (efi / "monolithic/grubx64.efi").write_bytes(b"x" * 100)
+    (efi / "normal.mod").write_bytes(b"mod")  # what the installer builds from: kept
+    remove_unused(root)
+    assert not (efi / "monolithic").exists() and (efi / "normal.mod").exists()
+    # a planted link at that path is left alone, and what it points to untouched
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    (efi / "monolithic").symlink_to(outside)
+    remove_unused(root)
+    assert (outside / "keep").read_text() == "keep"

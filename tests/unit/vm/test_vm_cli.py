@@ -38,6 +38,12 @@ def test_all_options() -> None:
     assert args.disk == [Path("target.raw")]
 
 
+def test_no_reboot_ends_qemu_at_the_guests_reboot() -> None:
+    # after an unattended install from an ISO: the next start boots the disk alone
+    assert vm_cmd.vm_config(parse("k.iso", "--no-reboot"), "log").extra_args == ("-no-reboot",)
+    assert vm_cmd.vm_config(parse("k.iso"), "log").extra_args == ()
+
+
 def test_missing_artifact_is_bad_input(tmp_path: Path) -> None:
     args = parse(str(tmp_path / "missing.raw"))
     with pytest.raises(BadInput) as err:
