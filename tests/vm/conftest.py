@@ -86,6 +86,15 @@ def assert_no_failed_steps(vm: VM, *, failures: Mapping[str, Sequence[str]] | No
     return stages
 
 
+@pytest.fixture(scope="session")
+def plain_iso(default_image: dict[str, object],
+              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ISO with no config of its own: everything comes from the cidata volume."""
+    out = tmp_path_factory.mktemp("install-iso") / "kairos.iso"
+    kairos("iso", str(default_image["output"]), "-o", str(out))
+    return out
+
+
 # ------------------------------------------------------------------------------ upgrades
 
 @pytest.fixture(scope="session")
