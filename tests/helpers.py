@@ -65,7 +65,8 @@ def cidata_vm(image: Path, user_data: str, keypair: tuple[Path, Path], work: Pat
     cc = work / "user-data.yaml"
     cc.write_text(user_data)
     machine = VM(VMConfig(disk=disk, cloud_config=cc, ssh_key=keypair[0], ssh_user="kairos",
-                          cpus=GUEST_CPUS, serial_log=work / "serial.log")).start()
+                          cpus=GUEST_CPUS, serial_log=work / "serial.log",
+                          reboot="restart")).start()
     try:
         machine.wait_for_ssh(BOOT_TIMEOUT)
         machine.ssh(f"for i in $(seq {wait_s}); do [ -e {wait_for} ] && break; sleep 1; done")

@@ -99,6 +99,36 @@ def test_kill_leaves_no_process_and_start_again(blank_disk: Path) -> None:
     assert gone(second)
 
 
+def test_restart_mode_starts_a_fresh_qemu_at_each_reset(blank_disk: Path) -> None:
+    # reboot="restart": a reset (here QMP's, as a guest's reboot would be) ends QEMU and the
+    # next look at the VM starts a new one on the same serial log; a quit stays off.
+    with VM(small(blank_disk, reboot="restart")) as vm:
+        vm.wait_for_serial("SeaBIOS", 120)
+        first = vm.pid
+        vm.qmp("system_reset")
+        deadline = time.monotonic() + 60
+        while vm.pid == first:
+            assert vm.running, "the VM went off at a reset"
+            assert time.monotonic() < deadline, "QEMU did not restart"
+            time.sleep(0.2)
+        assert first is not None and gone(first) and vm.restarts == 1
+        vm.wait_for_serial("SeaBIOS", 120)  # only the new run's output counts
+        assert vm.serial_log.read().count("SeaBIOS (version") >= 2
+        second = vm.pid
+        vm.qmp("quit")
+        assert vm.wait_exit(30) == 0
+        assert not vm.running and vm.pid == second and vm.restarts == 1
+
+
+def test_exit_mode_ends_qemu_at_a_reset(blank_disk: Path) -> None:
+    with VM(small(blank_disk, reboot="exit")) as vm:
+        vm.wait_for_serial("SeaBIOS", 120)
+        first = vm.pid
+        vm.qmp("system_reset")
+        assert vm.wait_exit(30) == 0
+        assert not vm.running and vm.pid == first and vm.restarts == 0
+
+
 def test_exit_removes_temp_files(blank_disk: Path) -> None:
     with VM(small(blank_disk)) as vm:
         workdir = vm.workdir

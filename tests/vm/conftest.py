@@ -43,7 +43,7 @@ def boot_vm(keypair: tuple[Path, Path], tmp_path: Path) -> Iterator[object]:
 
     def start(disk: Path, *, uefi: bool = False, cpus: int = GUEST_CPUS, **kwargs: object) -> VM:
         cfg = VMConfig(disk=disk, uefi=uefi, ssh_key=keypair[0], ssh_user="kairos",
-                       cpus=cpus,
+                       cpus=cpus, reboot="restart",
                        serial_log=tmp_path / f"serial-{len(started)}.log", **kwargs)  # type: ignore[arg-type]
         vm = VM(cfg).start()
         started.append(vm)

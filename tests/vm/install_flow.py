@@ -66,10 +66,10 @@ def run_live_install(medium: Path, target: Path, user_data: Path | None, work: P
         # on to the NIC, as on a blank machine
         config = VMConfig(disk=target, netboot=medium, uefi=uefi, cpus=GUEST_CPUS,
                           memory=max(2048, min_memory(medium)), cloud_config=user_data,
-                          extra_args=("-no-reboot",), serial_log=log)
+                          reboot="exit", serial_log=log)
     else:
         config = VMConfig(disk=medium, uefi=uefi, cpus=GUEST_CPUS, cloud_config=user_data,
-                          extra_disks=(target,), extra_args=("-no-reboot",), serial_log=log)
+                          extra_disks=(target,), reboot="exit", serial_log=log)
     vm = VM(config)
     start = time.monotonic()
     vm.start()
@@ -93,7 +93,7 @@ def boot_installed(target: Path, key: Path, work: Path, *,
     """The installed disk alone (the medium removed), booted until SSH answers as the
     cloud-config's user; yields the VM and the seconds from power-on to SSH."""
     vm = VM(VMConfig(disk=target, uefi=uefi, cpus=GUEST_CPUS, ssh_key=key, ssh_user="kairos",
-                     serial_log=work / "serial-installed.log"))
+                     serial_log=work / "serial-installed.log", reboot="restart"))
     start = time.monotonic()
     vm.start()
     try:

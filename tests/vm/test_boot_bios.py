@@ -58,7 +58,8 @@ def vm(disk_image: Path, keypair: tuple[Path, Path],
     work = tmp_path_factory.mktemp("bios")
     disk = copy_disk(disk_image, work / "disk.raw")
     machine = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos",
-                          cpus=GUEST_CPUS, serial_log=work / "serial.log")).start()
+                          cpus=GUEST_CPUS, serial_log=work / "serial.log",
+                          reboot="restart")).start()
     try:
         machine.wait_for_ssh(BOOT_TIMEOUT)
         yield machine

@@ -25,7 +25,8 @@ def test_debugrw_overlay_size_and_extra_mount(default_image: dict[str, object], 
     disk = copy_disk(disk_image, tmp_path / "disk.raw")
     extra = ("-kernel", str(out / "vmlinuz"), "-initrd", str(out / "initrd"), "-append", CMDLINE)
     with VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos", extra_args=extra,
-                     cpus=GUEST_CPUS, serial_log=tmp_path / "serial.log")) as vm:
+                     cpus=GUEST_CPUS, serial_log=tmp_path / "serial.log",
+                     reboot="restart")) as vm:
         vm.wait_for_ssh(BOOT_TIMEOUT)
         # rd.immucore.debugrw: the root takes writes (in RAM, gone at reboot)
         vm.ssh("sudo -n touch /usr/kairos-debugrw")

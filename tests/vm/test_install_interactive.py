@@ -29,7 +29,7 @@ def test_interactive_install_typed_over_ssh_boots(plain_iso: Path, keypair: tupl
     pane = Pane(f"kairos-vm-{uuid.uuid4().hex[:8]}", tmp_path / "exit-code")
     vm = VM(VMConfig(disk=plain_iso, cpus=GUEST_CPUS, cloud_config=live_config,
                      extra_disks=(target,), ssh_key=keypair[0], ssh_user="kairos",
-                     serial_log=tmp_path / "serial-live.log"))
+                     serial_log=tmp_path / "serial-live.log", reboot="restart"))
     try:
         vm.start()
         vm.wait_for_ssh(BOOT_TIMEOUT)

@@ -98,7 +98,7 @@ def v2_ref(v2_image: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
 
 def _boot(disk: Path, keypair: tuple[Path, Path], log: Path) -> VM:
     vm = VM(VMConfig(disk=disk, ssh_key=keypair[0], ssh_user="kairos", cpus=GUEST_CPUS,
-                     serial_log=log)).start()
+                     serial_log=log, reboot="restart")).start()
     vm.wait_for_ssh(BOOT_TIMEOUT)
     return vm
 

@@ -167,7 +167,7 @@ def overlay_guest(disk_image: Path, media: Path, key: Path, work: Path) -> Itera
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk_image),
          str(disk)])
     machine = VM(VMConfig(disk=disk, ssh_key=key, ssh_user="kairos", extra_disks=(media,),
-                          cpus=GUEST_CPUS, serial_log=work / "serial.log"))
+                          cpus=GUEST_CPUS, serial_log=work / "serial.log", reboot="restart"))
     machine.start()
     try:
         yield machine

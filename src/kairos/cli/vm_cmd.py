@@ -85,7 +85,7 @@ def vm_config(args: argparse.Namespace, console: Console) -> VMConfig:
                     snapshot=args.snapshot, ssh_port=args.ssh_port,
                     serial_log=args.serial_log, cloud_config=args.cloud_config,
                     console=console, extra_disks=tuple(args.disk), ssh_user=args.ssh_user,
-                    extra_args=("-no-reboot",) if args.no_reboot else ())
+                    reboot="exit" if args.no_reboot else "reset")
 
 
 def run_vm(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ class Wiring:
     ssh_port: int
     serial_log: Path
     qmp_socket: Path
+    events_socket: Path | None = None  # a second QMP monitor for VM's event watch (restart)
     firmware: Firmware | None = None  # set when uefi
     ovmf_vars: Path | None = None  # the VM's private, writable copy of the vars store
     cidata: Path | None = None
@@ -109,7 +110,19 @@ def console_args(config: VMConfig, wiring: Wiring) -> list[str]:
     return args
 
 
+def reboot_args(config: VMConfig, wiring: Wiring) -> list[str]:
+    if config.reboot == "reset":
+        return []
+    args = ["-no-reboot"]
+    if config.reboot == "restart":
+        if wiring.events_socket is None:
+            raise ValueError("restarting at a reboot needs the events monitor's socket")
+        args += ["-qmp", f"unix:{_opt(wiring.events_socket)},server=on,wait=off"]
+    return args
+
+
 def build_argv(config: VMConfig, wiring: Wiring) -> list[str]:
     return [QEMU, "-name", "kairos-vm",
             *machine_args(config), *firmware_args(wiring), *disk_args(config, wiring),
-            *net_args(wiring), *console_args(config, wiring), *config.extra_args]
+            *net_args(wiring), *console_args(config, wiring), *reboot_args(config, wiring),
+            *config.extra_args]

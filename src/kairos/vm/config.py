@@ -19,6 +19,13 @@ OVMF_VARS = "OVMF_VARS_4M.fd"
 # (CI logs); "interactive": serial on the terminal with QEMU's mux monitor (Ctrl-A X quits).
 Console = Literal["log", "stdio", "interactive"]
 DiskFormat = Literal["raw", "qcow2", "iso"]
+# What a reset of the guest (its reboot, a panic, a triple fault) does. "reset": QEMU resets
+# in place, as for a person at `kairos vm`. "restart": QEMU exits (-no-reboot) and VM starts
+# a fresh QEMU on the same disk, firmware variables, ports and serial log, like a power cycle:
+# under TCG a reset QEMU keeps its translation cache and booted 2-3x slower than a fresh one
+# (measured: 173 s against 82 s for a reboot of the test image). "exit": QEMU ends with the
+# reboot (install flows that must stop at the installer's reboot).
+RebootMode = Literal["reset", "restart", "exit"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class VMConfig:
     # A `kairos netboot` directory to boot through the NIC's PXE firmware (vm/netboot.py);
     # `disk` is then optional and tried first, so an installed disk boots once it has a system.
     netboot: Path | None = None
+    reboot: RebootMode = "reset"
 
     def __post_init__(self) -> None:
         if self.disk is None and self.netboot is None:
@@ -53,6 +61,10 @@ class VMConfig:
             raise BadInput(f"cpus must be at least 1, not {self.cpus}", "use --cpus 1 or more")
         if self.ssh_port is not None and not 0 < self.ssh_port < 65536:
             raise BadInput(f"ssh port {self.ssh_port} is out of range", "use 1-65535")
+        if self.snapshot and self.reboot == "restart":
+            # -snapshot's overlay dies with the QEMU process: a restart would lose the writes
+            raise BadInput("a -snapshot VM cannot restart QEMU at the guest's reboot",
+                           "use reboot='reset' with snapshot, or a qcow2 overlay instead")
 
 
 def detect_format(image: Path) -> DiskFormat:

@@ -2,7 +2,9 @@
 
 A VM object outlives its QEMU processes: after kill() (a power cut) or poweroff(), start()
 boots the same disk again with the same firmware variables, SSH port and serial log, as a
-real machine would. close() (and leaving the `with` block) ends QEMU and removes temp files.
+real machine would. With `reboot="restart"` a guest's reset does the same by itself: QEMU
+exits and the next look at the VM (running, the waits) starts a fresh one. close() (and
+leaving the `with` block) ends QEMU and removes temp files.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class VM:
         self._run_offset = 0  # serial log size when the current QEMU process started
         self._stderr: IO[bytes] | None = None
         self._http: netboot.DirServer | None = None  # serves config.netboot while wired
+        self._events: qmp.EventWatch | None = None  # SHUTDOWN reasons (reboot="restart")
+        self.restarts = 0  # fresh QEMU processes started for guest resets
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -92,8 +96,10 @@ class VM:
         if cfg.netboot is not None:  # last: a thread that close() ends
             self._http = netboot.DirServer(cfg.netboot)
             nb = netboot.prepare(cfg.netboot, self.workdir, self._http)
+        events = self.workdir / "events.sock" if cfg.reboot == "restart" else None
         return Wiring(disk_format=fmt, ssh_port=cfg.ssh_port or free_port(),
                       serial_log=serial_log, qmp_socket=self.workdir / "qmp.sock",
+                      events_socket=events,
                       firmware=firmware, ovmf_vars=ovmf_vars, cidata=cidata,
                       extra_formats=extra, netboot=nb)
 
@@ -124,7 +130,7 @@ class VM:
             argv = self.prepare()
             self._spawn(argv)
             try:
-                qmp.wait_ready(self._w().qmp_socket, qmp_timeout, alive=lambda: self.running)
+                self._monitors_up(qmp_timeout)
                 return self
             except qmp.QMPError:
                 self.kill()
@@ -137,10 +143,36 @@ class VM:
                                   "run with --debug to see QEMU's command line") from None
         raise AssertionError("unreachable")
 
+    def _monitors_up(self, timeout: float) -> None:
+        w = self._w()
+        qmp.wait_ready(w.qmp_socket, timeout, alive=self._alive)
+        if w.events_socket is not None:
+            self._events = qmp.EventWatch(w.events_socket)
+
+    def _revive(self) -> None:
+        """reboot="restart": QEMU ended because the guest reset: start a fresh one."""
+        events = self._events
+        if events is None or self.proc is None or self.proc.poll() is None:
+            return
+        self._events = None
+        if not events.reset_seen():
+            return  # powered off, quit or killed: stays off
+        self.restarts += 1
+        log.debug("the guest reset; starting a fresh QEMU (restart %d)", self.restarts)
+        self._spawn(self.prepare())
+        try:
+            self._monitors_up(30.0)
+        except qmp.QMPError as exc:
+            self.kill()
+            raise KairosError(f"QEMU did not restart after the guest's reboot: {exc}",
+                              "see qemu.log in the VM's directory") from None
+
     def _spawn(self, argv: list[str]) -> None:
         w = self._w()
         assert self.workdir is not None
         w.qmp_socket.unlink(missing_ok=True)
+        if w.events_socket is not None:
+            w.events_socket.unlink(missing_ok=True)
         self._run_offset = self.serial_log.size()
         interactive = self.config.console != "log"
         if self._stderr is not None:
@@ -163,28 +195,39 @@ class VM:
 
     @property
     def running(self) -> bool:
+        """The machine is on (with reboot="restart", across the guest's reboots)."""
+        self._revive()
+        return self._alive()
+
+    def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_exit(self, timeout: float | None = None) -> int:
-        """Wait for QEMU to end; return its exit code. KairosError on timeout."""
-        if self.proc is None:
-            return 0
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise KairosError(f"QEMU still running after {timeout:.0f}s",
-                              "the guest did not shut down; kill() cuts the power") from None
+        """Wait for the machine to go off (QEMU to end, not merely restart for a reboot);
+        return QEMU's exit code. KairosError on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.proc is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                code = self.proc.wait(left)
+            except subprocess.TimeoutExpired:
+                raise KairosError(f"QEMU still running after {timeout:.0f}s",
+                                  "the guest did not shut down; kill() cuts the power") from None
+            if not self.running:
+                return code
+        return 0
 
     def kill(self) -> None:
         """Cut the power: SIGKILL QEMU, nothing in the guest gets to flush."""
-        if self.running:
+        self._events = None  # a power cut is no reboot: nothing restarts
+        if self._alive():
             assert self.proc is not None
             self.proc.kill()
         self._reap()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End QEMU now (monitor `quit`, then SIGKILL if it lingers); files stay for start()."""
-        if self.running:
+        if self._alive():
             try:
                 self.qmp("quit")
                 self.wait_exit(timeout)
@@ -272,6 +315,7 @@ class VM:
             check: bool = True, timeout: float = 300.0, input: str | None = None) -> Result:
         """Run a shell command in the guest over SSH (OpenSSH client on 127.0.0.1)."""
         user, key = self._identity(user, key)
+        self._revive()
         argv = ssh_argv(self.ssh_port, user, key, command)
         try:
             for pause in (*PREAUTH_BACKOFF, None):

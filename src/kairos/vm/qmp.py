@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,52 @@ def wait_ready(sock_path: Path, timeout: float, alive: Any = None) -> None:
         time.sleep(0.05)
     raise QMPError(f"QEMU's QMP socket did not answer within {timeout:.0f}s: {last}",
                    "QEMU may be stuck; run with --debug to see its command line")
+
+
+# SHUTDOWN reasons that mean the machine reset rather than powered off (QEMU's ShutdownCause).
+RESET_REASONS = frozenset({"guest-reset", "host-qmp-system-reset", "guest-panic"})
+
+
+class EventWatch:
+    """Records QEMU's SHUTDOWN events on a monitor of its own, held for the process's life.
+
+    With -no-reboot a reset ends QEMU like a poweroff does; the event's reason tells them
+    apart. A second monitor because a QMP socket serves one client at a time and `execute`
+    must stay free for commands.
+    """
+
+    def __init__(self, sock_path: Path, timeout: float = 10.0) -> None:
+        self.reasons: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(str(sock_path))
+            stream = self._sock.makefile("rwb")
+            _read_message(stream)  # greeting
+            stream.write(b'{"execute": "qmp_capabilities"}\n')
+            stream.flush()
+            _read_message(stream)  # {"return": {}}: events flow from here on
+        except (OSError, QMPError) as exc:
+            self._sock.close()
+            raise QMPError(f"cannot watch QEMU's events on {sock_path}: {exc}",
+                           "QEMU exited while starting; see its messages") from exc
+        self._sock.settimeout(None)
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True,
+                                        name="qmp-events")
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            while True:
+                msg = _read_message(stream)
+                if msg.get("event") == "SHUTDOWN":
+                    self.reasons.append(str(msg.get("data", {}).get("reason", "")))
+        except (QMPError, OSError, ValueError):
+            pass  # QEMU exited: the socket closed
+        finally:
+            self._sock.close()
+
+    def reset_seen(self, timeout: float = 5.0) -> bool:
+        """After QEMU exited: did the machine reset (rather than power off or get killed)?"""
+        self._thread.join(timeout)  # the reader ends at the socket's EOF
+        return bool(self.reasons) and self.reasons[-1] in RESET_REASONS

@@ -159,3 +159,23 @@ def test_extra_args_come_last(vmdir: Path) -> None:
 def test_config_rejects_nonsense(vmdir: Path, kw: dict[str, int]) -> None:
     with pytest.raises(BadInput):
         VMConfig(disk=vmdir / "d", **kw)  # type: ignore[arg-type]
+
+
+def test_reboot_modes(vmdir: Path) -> None:
+    # reset: QEMU resets in place; exit: the reboot ends QEMU; restart: ends it too, and a
+    # second monitor tells the harness it was a reset (so it starts a fresh QEMU)
+    assert "-no-reboot" not in build_argv(VMConfig(disk=vmdir / "d"), wiring(vmdir))
+    argv = build_argv(VMConfig(disk=vmdir / "d", reboot="exit"), wiring(vmdir))
+    assert "-no-reboot" in argv and pairs(argv, "-qmp") == [
+        "unix:/srv/vm/qmp.sock,server=on,wait=off"]
+    argv = build_argv(VMConfig(disk=vmdir / "d", reboot="restart"),
+                      wiring(vmdir, events_socket=vmdir / "events.sock"))
+    assert "-no-reboot" in argv and pairs(argv, "-qmp") == [
+        "unix:/srv/vm/qmp.sock,server=on,wait=off", "unix:/srv/vm/events.sock,server=on,wait=off"]
+    with pytest.raises(ValueError):
+        build_argv(VMConfig(disk=vmdir / "d", reboot="restart"), wiring(vmdir))
+
+
+def test_snapshot_cannot_restart(vmdir: Path) -> None:
+    with pytest.raises(BadInput, match="snapshot"):
+        VMConfig(disk=vmdir / "d", snapshot=True, reboot="restart")

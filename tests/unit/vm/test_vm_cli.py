@@ -40,8 +40,8 @@ def test_all_options() -> None:
 
 def test_no_reboot_ends_qemu_at_the_guests_reboot() -> None:
     # after an unattended install from an ISO: the next start boots the disk alone
-    assert vm_cmd.vm_config(parse("k.iso", "--no-reboot"), "log").extra_args == ("-no-reboot",)
-    assert vm_cmd.vm_config(parse("k.iso"), "log").extra_args == ()
+    assert vm_cmd.vm_config(parse("k.iso", "--no-reboot"), "log").reboot == "exit"
+    assert vm_cmd.vm_config(parse("k.iso"), "log").reboot == "reset"
 
 
 def test_missing_artifact_is_bad_input(tmp_path: Path) -> None:
