@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cache-dir", default=os.environ.get("KAIROS_CACHE_DIR", DEFAULT_CACHE))
     p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
     p.add_argument("--kernel-package", default="linux-image-amd64")
+    p.add_argument("--variant", default="core", choices=["core", "standard"],
+                   help="core (default): the OS alone; standard: plus Kubernetes (the "
+                        "control plane, kubelet, containerd, etcd, Traefik), built once by "
+                        "scripts/build-kubernetes and cached")
+    p.add_argument("--kubernetes-cache", metavar="DIR", default=None,
+                   help="where the standard variant's Kubernetes parts are cached (default "
+                        "KAIROS_KUBERNETES_CACHE or /var/cache/kairos-kubernetes)")
     p.add_argument("--init", default="auto", choices=["auto", "systemd", "openrc"],
                    help="service manager: systemd, openrc (sysvinit + OpenRC, no systemd), or "
                         "auto (default: systemd for debian:*, else what the base tree runs)")
@@ -107,7 +114,8 @@ def run_build(args: argparse.Namespace) -> int:
         source_date_epoch=source_date_epoch(os.environ), rebuild=args.rebuild,
         refresh_base=args.refresh_base, oci=not args.no_oci, init=args.init,
         base_max_age_days=base_max_age(args.base_max_age, os.environ),
-        trim=trim_options(args))
+        trim=trim_options(args), variant=args.variant,
+        kubernetes_cache=Path(args.kubernetes_cache) if args.kubernetes_cache else None)
     result = build(opts)
     if args.json:
         json.dump(asdict(result), sys.stdout, indent=2)
@@ -115,6 +123,12 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         print(f"built {result.version} in {result.output}")
         print(f"  init        {result.init}")
+        print(f"  variant     {result.variant}")
+        if result.kubernetes:
+            k = result.kubernetes
+            print(f"  kubernetes  {k.get('kubernetes_version')}, etcd {k.get('etcd_version')}, "
+                  f"containerd {k.get('containerd_version')}, traefik "
+                  f"{k.get('traefik_version')}; sandbox image {k.get('pause_image')}")
         print(f"  base        {result.base}, fetched {result.base_made} "
               f"({_days(result.base_age_days)} old)")
         print(f"  slot image  {result.rootfs} ({result.rootfs_size / 2**20:.0f} MiB)"

@@ -23,7 +23,10 @@ from kairos.factory.bases import BaseSpec
 from kairos.factory.cache import StepCache, fingerprint_path, hash_tree, input_key, pid_alive
 from kairos.factory.inits import check_choice, resolve_init, static_init
 from kairos.factory.kairosify import PKG_DIR, kairosify
+from kairos.factory.kubeparts import Parts, PartsSpec, ensure, locked, lookup
+from kairos.factory.kubeparts import cache_root as parts_root
 from kairos.factory.release import Release
+from kairos.factory.standard import check_variant, variant_packages
 from kairos.factory.trim import Trim, TrimReport, trim_tree
 from kairos.run import require, run
 from kairos.safefs import rename_exchange, resolve_in_root
@@ -54,6 +57,7 @@ class BuildOptions:
     init: str = "auto"  # systemd | openrc | auto (systemd for debian:*, else the base's own)
     base_max_age_days: float | None = DEFAULT_BASE_MAX_AGE  # None: never refresh by age
     trim: Trim = field(default_factory=Trim)  # modules and files removed before kairosify
+    kubernetes_cache: Path | None = None  # the standard variant's parts (None: the default)
 
 
 @dataclass
@@ -75,6 +79,8 @@ class BuildResult:
     base_age_days: int = 0
     steps: dict[str, str] = field(default_factory=dict)  # step → "built" | "cached"
     trim: dict[str, Any] = field(default_factory=dict)  # options and counts; {}: none
+    variant: str = "core"
+    kubernetes: dict[str, Any] = field(default_factory=dict)  # standard: versions, parts
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Context:
     clock: Callable[[], float] = time.time
     base_made: float | None = None  # when the base step used was made
     trim_report: TrimReport | None = None  # what trimming removed (also from the cache)
+    parts: Parts | None = None  # the standard variant's Kubernetes parts
 
     def __post_init__(self) -> None:
         if self.init is None:
@@ -102,11 +109,18 @@ class Context:
         """Builds of the same base, init and trim replace each other's cached steps; others
         stay. An untrimmed build's lineage is the one from before trimming existed."""
         line = f"{self.opts.base} {self.service_manager}"
+        if self.opts.variant != "core":  # a standard build must not prune the core image
+            line = f"{line} variant:{self.opts.variant}"
         return line if self.opts.trim.empty else f"{line} trim:{self.opts.trim.key}"
 
     def packages(self) -> list[str]:
         return sorted({*required_packages(self.service_manager), self.opts.kernel_package,
                        *self.opts.extra_packages})
+
+    def image_packages(self) -> list[str]:
+        """The base's packages plus the variant's: those are installed on top of the
+        base, so every variant shares one debootstrapped base."""
+        return sorted({*self.packages(), *variant_packages(self.opts.variant)})
 
 
 def _base_key(ctx: Context) -> str:
@@ -184,11 +198,11 @@ def _copy_tree(src: Path, dest: Path) -> None:
 
 def step_packages(ctx: Context, base: Path, base_key: str) -> tuple[Path, str]:
     from kairos.factory.base import missing_packages
-    key = input_key("packages", base_key, ctx.packages())
+    key = input_key("packages", base_key, ctx.image_packages())
     if not ctx.opts.rebuild and (hit := ctx.cache.lookup("packages", key)):
         ctx.result_steps["packages"] = "cached"
         return hit / "tree", key
-    if not missing_packages(base, ctx.packages()):
+    if not missing_packages(base, ctx.image_packages()):
         ctx.result_steps["packages"] = "none needed"
         return base, base_key
     with ctx.cache.claim("packages", key, reuse=not ctx.opts.rebuild) as hit:
@@ -198,7 +212,7 @@ def step_packages(ctx: Context, base: Path, base_key: str) -> tuple[Path, str]:
         with step("Installing packages"), ctx.cache.produce("packages", key) as out:
             (out / "tree").mkdir()
             _copy_tree(base, out / "tree")
-            install_packages(out / "tree", ctx.packages())
+            install_packages(out / "tree", ctx.image_packages())
     ctx.result_steps["packages"] = "built"
     return ctx.cache.path("packages", key) / "tree", key
 
@@ -206,11 +220,16 @@ def step_packages(ctx: Context, base: Path, base_key: str) -> tuple[Path, str]:
 def _release(ctx: Context, tree: Path) -> Release:
     rel = os_release(tree)
     from kairos.factory.release import normalize_version
-    return Release(version=normalize_version(ctx.opts.version), flavor=rel.get("ID", "linux"),
-                   flavor_release=rel.get("VERSION_ID", "rolling"), variant=ctx.opts.variant,
-                   model=ctx.opts.model,
-                   family="debian" if "debian" in rel.get("ID_LIKE", rel.get("ID", "")) else
-                   rel.get("ID", "linux"))
+    release = Release(version=normalize_version(ctx.opts.version),
+                      flavor=rel.get("ID", "linux"),
+                      flavor_release=rel.get("VERSION_ID", "rolling"), variant=ctx.opts.variant,
+                      model=ctx.opts.model,
+                      family="debian" if "debian" in rel.get("ID_LIKE", rel.get("ID", "")) else
+                      rel.get("ID", "linux"))
+    if ctx.parts is None:
+        return release
+    from kairos.factory.standard import standard_release
+    return standard_release(release, ctx.parts)
 
 
 TRIM_REPORT = "trim.json"  # beside the kairosify step's tree: what trimming removed
@@ -220,8 +239,12 @@ def kairosify_key(ctx: Context, release: Release, prev_key: str) -> str:
     """The kairosify step's key; the trim options are in it only when there are some, so an
     untrimmed build keeps the key (and the cached steps) it had before trimming existed."""
     trim = () if ctx.opts.trim.empty else (f"trim:{ctx.opts.trim.key}",)
+    # The variant is in the release; the parts' key too, so a core image is never taken for
+    # a standard one, nor a standard image for one with other Kubernetes binaries.
+    parts = (f"variant:{ctx.opts.variant}", f"parts:{ctx.parts.manifest.key()}") \
+        if ctx.parts else ()
     return input_key("kairosify", prev_key, hash_tree(PKG_DIR), asdict(release),
-                     ctx.opts.source_date_epoch, ctx.service_manager, *trim)
+                     ctx.opts.source_date_epoch, ctx.service_manager, *trim, *parts)
 
 
 def _trim(ctx: Context, tree: Path, out: Path) -> None:
@@ -230,6 +253,29 @@ def _trim(ctx: Context, tree: Path, out: Path) -> None:
     log.info("  %s", report.summary())
     (out / TRIM_REPORT).write_text(json.dumps(asdict(report)) + "\n")
     ctx.trim_report = report
+
+
+KUBERNETES_RECORD = "kubernetes.json"  # beside the kairosify step's tree (standard only)
+
+
+def _install_standard(ctx: Context, tree: Path, out: Path) -> None:
+    from kairos.factory.standard import install_standard
+    assert ctx.parts is not None
+    with step("Adding the Kubernetes parts (standard variant)"), \
+            locked(ctx.parts.dir.parent, exclusive=False):  # no rebuild swaps them meanwhile
+        manifest = install_standard(tree, ctx.parts, mtime=ctx.opts.source_date_epoch)
+    (out / KUBERNETES_RECORD).write_text(manifest.to_json())
+
+
+def kubernetes_record(ctx: Context, kairosify_dir: Path) -> dict[str, Any]:
+    """build.json's record of the standard variant's parts ({} for core)."""
+    if ctx.parts is None:
+        return {}
+    try:
+        record: dict[str, Any] = json.loads((kairosify_dir / KUBERNETES_RECORD).read_text())
+    except (OSError, ValueError):
+        record = {}
+    return {**record, "parts_dir": str(ctx.parts.dir)}
 
 
 def _cached_trim(ctx: Context, hit: Path) -> None:
@@ -260,6 +306,8 @@ def step_kairosify(ctx: Context, tree: Path, prev_key: str) -> tuple[Path, str]:
             _copy_tree(tree, out / "tree")
             if not ctx.opts.trim.empty:  # first: the initrd is made of the modules left
                 _trim(ctx, out / "tree", out)
+            if ctx.parts is not None:
+                _install_standard(ctx, out / "tree", out)
             kairosify(out / "tree", release, ctx.opts.source_date_epoch,
                       init=ctx.service_manager)
     ctx.cache.prune("kairosify", key, lineage=ctx.lineage)
@@ -370,11 +418,14 @@ def preflight(opts: BuildOptions) -> None:
     from kairos.factory.release import normalize_version
     normalize_version(opts.version)
     check_choice(opts.init)
+    check_variant(opts.variant, opts.init)
     tools = ["mksquashfs", "busybox", "cp", "chroot"]
     if not opts.trim.empty:
         tools.append("depmod")
     if opts.base.kind == "debian":
         tools.append("debootstrap")
+    if opts.variant == "standard":
+        tools.append("apt-get")  # the Kubernetes parts, when not cached yet
     require(*tools)
     check_output(opts.output)
     if os.geteuid() != 0:
@@ -386,7 +437,20 @@ def build(opts: BuildOptions, *, clock: Callable[[], float] = time.time) -> Buil
     preflight(opts)
     with StepCache(opts.cache_dir) as cache:
         ctx = Context(opts, cache, clock=clock)
+        if opts.variant == "standard":
+            ctx.parts = kubernetes_parts(opts)
         return _build(ctx)
+
+
+def kubernetes_parts(opts: BuildOptions) -> Parts:
+    """The standard variant's Kubernetes parts, from their cache or built once now."""
+    root = parts_root(opts.kubernetes_cache)
+    with step(f"Kubernetes parts for the standard variant ({root})"):
+        if root.is_dir() and (hit := lookup(root, PartsSpec())):
+            log.info("  cached: %s", hit.dir)
+            return hit
+        log.info("  not built yet: building them now, as scripts/build-kubernetes does")
+        return ensure(PartsSpec(), root=root, mirror=opts.mirror)
 
 
 def _build(ctx: Context) -> BuildResult:
@@ -396,6 +460,7 @@ def _build(ctx: Context) -> BuildResult:
     tree, key = step_packages(ctx, base, key)
     release = _release(ctx, tree)
     tree, key = step_kairosify(ctx, tree, key)
+    kubernetes = kubernetes_record(ctx, tree.parent)
     squash, _squash_key = step_squash(ctx, tree, key)
     oci = step_oci(ctx, tree, key, release)[0] if opts.oci else None
     out = opts.output
@@ -405,7 +470,8 @@ def _build(ctx: Context) -> BuildResult:
         rootfs_size=(squash / "rootfs.squashfs").stat().st_size, kernel=str(out / "vmlinuz"),
         initrd=str(out / "initrd"), initrd_size=(squash / "initrd").stat().st_size,
         init=ctx.service_manager, base_made=_iso(ctx.base_made),
-        base_age_days=base_age_days(ctx.base_made, ctx.clock()))
+        base_age_days=base_age_days(ctx.base_made, ctx.clock()), variant=opts.variant,
+        kubernetes=kubernetes)
     with staged_output(out) as tmp:
         for name in ("rootfs.squashfs", "vmlinuz", "initrd"):
             copy_out(squash / name, tmp / name)

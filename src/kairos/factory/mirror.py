@@ -16,6 +16,7 @@ class AptSource:
     uri: str
     suites: tuple[str, ...]
     components: tuple[str, ...]
+    signed_by: str = ""  # a keyring path; "" when none is named (or the key is inline)
 
 
 def _deb822_sources(text: str) -> list[AptSource]:
@@ -29,18 +30,27 @@ def _deb822_sources(text: str) -> list[AptSource]:
             fields[key.strip().lower()] = value.strip()
         if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
             continue
+        signed_by = fields.get("signed-by", "")
         for uri in fields.get("uris", "").split():
             found.append(AptSource(uri, tuple(fields.get("suites", "").split()),
-                                   tuple(fields.get("components", "").split())))
+                                   tuple(fields.get("components", "").split()),
+                                   signed_by if signed_by.startswith("/") else ""))
     return found
 
 
 def _one_line_sources(text: str) -> list[AptSource]:
     found: list[AptSource] = []
-    for line in text.splitlines():
-        line = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()  # type: ignore[assignment]
-        if len(line) >= 3 and line[0] == "deb":
-            found.append(AptSource(line[1], (line[2],), tuple(line[3:])))
+    for raw in text.splitlines():
+        raw = raw.split("#", 1)[0]
+        options = re.search(r"\[([^]]*)\]", raw)
+        words = re.sub(r"\[[^]]*\]", "", raw).split()
+        signed_by = ""
+        for opt in options.group(1).split() if options else []:
+            key, _, value = opt.partition("=")
+            if key.lower() == "signed-by" and value.startswith("/"):
+                signed_by = value
+        if len(words) >= 3 and words[0] == "deb":
+            found.append(AptSource(words[1], (words[2],), tuple(words[3:]), signed_by))
     return found
 
 
@@ -61,10 +71,15 @@ def host_sources(apt_dir: Path = APT_DIR) -> list[AptSource]:
 
 def debian_mirror(apt_dir: Path = APT_DIR) -> str:
     """The URI of the host's Debian archive (the source carrying a release suite + main)."""
+    return debian_source(apt_dir).uri.rstrip("/")
+
+
+def debian_source(apt_dir: Path = APT_DIR) -> AptSource:
+    """The host's Debian archive entry (the source carrying a release suite + main)."""
     for src in host_sources(apt_dir):
         plain = [s for s in src.suites if "-" not in s and "/" not in s]
         if plain and "main" in src.components and "security" not in src.uri:
-            return src.uri.rstrip("/")
+            return src
     raise BadInput(
         "found no Debian archive in the host's apt sources",
         "pass --mirror URL, or add the Debian archive to /etc/apt/sources.list.d/",

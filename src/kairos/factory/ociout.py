@@ -20,6 +20,10 @@ def write_oci(tree: Path, out: Path, *, release: Release, mtime: int) -> str:
         "io.kairos.variant": release.variant,
         "io.kairos.model": release.model,
     }
+    software = release.fields()
+    if software["KAIROS_SOFTWARE_VERSION"]:  # a standard image's Kubernetes (none on core)
+        labels["io.kairos.software-version"] = software["KAIROS_SOFTWARE_VERSION"]
+        labels["io.kairos.software-version-prefix"] = software["KAIROS_SOFTWARE_VERSION_PREFIX"]
     ref = write_image([layer], out / "oci", ref=release.version,
                       config=ImageConfig(created_epoch=mtime, labels=labels,
                                          cmd=["/sbin/init"]),

@@ -61,3 +61,17 @@ class Release:
 
     def render(self) -> str:
         return render_env(self.fields())
+
+
+@dataclass(frozen=True)
+class StandardRelease(Release):
+    """A standard image's release: the core keys plus its Kubernetes, version (v1.20.2) and
+    distribution name (Kairos writes k3s or k0s). A subclass, so a core release's fields,
+    and the cache keys hashed from them, stay what they were."""
+
+    software_version: str = ""
+    software_version_prefix: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {**super().fields(), "KAIROS_SOFTWARE_VERSION": self.software_version,
+                "KAIROS_SOFTWARE_VERSION_PREFIX": self.software_version_prefix}

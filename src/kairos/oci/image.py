@@ -109,11 +109,14 @@ def write_image(
     ref: str,
     config: ImageConfig,
     archive: Path | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> ImageRef:
     """Add an image made of `layers` to the OCI layout at `layout_dir` under the name `ref`.
 
     An existing layout keeps its other images; an image already named `ref` is replaced.
     With `archive`, also write a reproducible OCI archive holding only this image.
+    `annotations` go on the image's entry in the index, beside its ref name (containerd
+    reads `io.containerd.image.name` there when importing).
     """
     check_ref(ref)
     if not layers:
@@ -133,7 +136,7 @@ def write_image(
     man_bytes = canonical_json(manifest_json(cfg_desc, layer_descs, created))
     man_desc = Descriptor(
         MT_MANIFEST, sha256_digest(man_bytes), len(man_bytes),
-        annotations={ANNOTATION_REF_NAME: ref},
+        annotations={**(annotations or {}), ANNOTATION_REF_NAME: ref},
         platform={"architecture": config.architecture, "os": config.os},
     )
     _put_blob_bytes(layout_dir, man_bytes)
