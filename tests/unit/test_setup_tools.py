@@ -27,6 +27,8 @@ DEVICE_ONLY = {
     "hostname": "hostname plugin, on a device",
     "rc-service": "OpenRC services, on a device",
     "rc-update": "OpenRC services, on a device",
+    "kubectl": "Kubernetes provider, in the standard image",
+    "ip": "Kubernetes provider's node address, on a device (skipped where missing)",
     # Not in Debian 12, PyPI or npm: its interop test runs only where someone installed it.
     "cosign": "cosign interop test, skipped without a cosign binary",
 }

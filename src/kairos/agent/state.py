@@ -132,6 +132,8 @@ class SystemState:
     # The slot images (active, passive, recovery): what each file holds, from its record.
     images: dict[str, SlotImage] = field(default_factory=dict)
     assessment: Assessment = field(default_factory=Assessment)
+    # The Kubernetes node (provider/status.py): role, node name, version, Ready.
+    kubernetes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -564,7 +566,15 @@ def detect_state(root: Path = Path("/"), *, cmdline: str | None = None,
         in_ram="kairos.ram" in cmdline or (root / "run/cos/in_ram_mode").exists(),
         stages=detect_stages(root),
         images=detect_images(root, parts, mounts, read_devices=devices),
-        assessment=detect_assessment(root, parts["state"], read_devices=devices))
+        assessment=detect_assessment(root, parts["state"], read_devices=devices),
+        kubernetes=detect_kubernetes(root, query=on_device))
+
+
+def detect_kubernetes(root: Path, *, query: bool) -> dict[str, Any]:
+    """The provider's record of this boot and the image's version; the node's Ready state
+    from the apiserver only when `query` (the running device)."""
+    from kairos.provider.status import kubernetes_state
+    return kubernetes_state(root, query=query)
 
 
 def query(data: dict[str, Any], key: str) -> Any:

@@ -32,6 +32,8 @@ VERB_MODULES: tuple[str, ...] = (
     "kairos.cli.rollback_cmd",
     "kairos.cli.reset_cmd",
     "kairos.cli.assess_cmd",
+    "kairos.cli.provider_cmd",
+    "kairos.cli.kubeconfig_cmd",
 )
 # Which module registers each verb: a device runs `kairos run-stage` several times per boot
 # under a slow CPU, so only the chosen verb's module is imported.
@@ -55,6 +57,8 @@ VERB_OWNERS: dict[str, str] = {
     "rollback": "kairos.cli.rollback_cmd",
     "reset": "kairos.cli.reset_cmd",
     "assess": "kairos.cli.assess_cmd",
+    "provider": "kairos.cli.provider_cmd",
+    "kubeconfig": "kairos.cli.kubeconfig_cmd",
 }
 
 log = logging.getLogger("kairos")

@@ -121,4 +121,23 @@ def run_stage_cmd(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
+    if args.stage == "reconcile":
+        return reconcile_provider(root, strict=args.strict)
+    return 0
+
+
+def reconcile_provider(root: Path, *, strict: bool) -> int:
+    """The reconcile stage also re-applies the Kubernetes provider (here, not in the stages
+    package: the provider sits above it). Only on an image that carries Kubernetes; a
+    failure is one line, and fails the command only with --strict, like a failed step."""
+    from kairos.errors import KairosError
+    from kairos.provider.manifest import MANIFEST
+    if not (root / MANIFEST.lstrip("/")).is_file():
+        return 0
+    from kairos.provider.apply import apply
+    try:
+        apply(root)
+    except KairosError as exc:
+        sys.stderr.write(f"kairos: kubernetes provider: {exc.message}\n")
+        return exc.exit_code if strict else 0
     return 0

@@ -46,12 +46,12 @@ sys.exit(main())
 UNITS = ("cos-setup-fs.service", "cos-setup-boot.service", "cos-setup-network.service",
          "cos-setup-reconcile.service", "cos-setup-reconcile.timer", "kairos-ssh-keygen.service",
          "kairos-boot-assessment.service", "kairos-reset.service",
-         "kairos-installer.service")
+         "kairos-installer.service", "kairos-provider.service")
 ENABLE = {"sysinit.target": ("cos-setup-fs.service",),
           "multi-user.target": ("cos-setup-boot.service", "cos-setup-network.service",
                                 "kairos-ssh-keygen.service", "kairos-boot-assessment.service",
                                 "kairos-reset.service", "kairos-installer.service",
-                                "ssh.service",
+                                "kairos-provider.service", "ssh.service",
                                 "systemd-networkd.service", "systemd-resolved.service"),
           "timers.target": ("cos-setup-reconcile.timer",)}
 # Units a distribution enables that have no work on an image-based device: apt and dpkg
