@@ -392,12 +392,16 @@ def test_rollback_lasts_and_bootentry_is_one_shot(guest: VM, v1: Image, v2: Imag
         guest.ssh("sudo -n kairos bootentry --select fallback")
         st, serial = _reboot(guest)
         _assert_good_boot(guest, st, serial, v2.version, boot="passive_boot")
+        assert "COS_PASSIVE" in guest.ssh("cat /proc/cmdline").stdout
+        guest.ssh("test -e /run/cos/passive_mode")
         st, serial = _reboot(guest)
         _assert_good_boot(guest, st, serial, v1.version)
     with _chained("bootentry recovery"):
         guest.ssh("sudo -n kairos bootentry --select recovery")
         st, serial = _reboot(guest)
         assert st["boot"] == "recovery_boot", (st["boot"], tail(serial, 30))
+        assert "COS_SYSTEM" in guest.ssh("cat /proc/cmdline").stdout
+        guest.ssh("test -e /run/cos/recovery_mode")
         # (the boot after it is step 6's: reset runs from here)
 
 
