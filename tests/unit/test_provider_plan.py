@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from kairos.errors import BadInput
+from kairos.provider.components import CNI_TEMPLATE
 from kairos.provider.config import from_cloud_config
 from kairos.provider.facts import Facts
 from kairos.provider.manifest import Manifest, parse_manifest
 from kairos.provider.plan import (
-    CNI_TEMPLATE,
     Decision,
     NodePlan,
     kubelet_may_set,

@@ -14,7 +14,7 @@ import yaml
 
 from kairos.provider import kube, objects, units
 from kairos.provider.args import Taint
-from kairos.provider.plan import Component
+from kairos.provider.components import Component
 from kairos.provider.render import (
     UNIT_MARKER,
     cluster_info_kubeconfig,

@@ -39,21 +39,19 @@ from kairos import safefs
 from kairos.errors import BadInput, KairosError
 from kairos.provider import images as images_mod
 from kairos.provider import join, kube, objects, render, units
-from kairos.provider.config import ProviderConfig, from_cloud_config
-from kairos.provider.facts import NODE_TOKEN, Facts, gather
-from kairos.provider.manifest import MANIFEST, Manifest, read_manifest
-from kairos.provider.pki import ensure
-from kairos.provider.plan import (
+from kairos.provider.components import (
     AGENT_DIR,
     CNI_GENERATED,
     CONTAINERD_SOCKET,
     ETCD_DIR,
     K8S_DIR,
     KUBELET_DIR,
-    Decision,
-    NodePlan,
-    make_plan,
 )
+from kairos.provider.config import ProviderConfig, from_cloud_config
+from kairos.provider.facts import NODE_TOKEN, Facts, gather
+from kairos.provider.manifest import MANIFEST, Manifest, read_manifest
+from kairos.provider.pki import ensure
+from kairos.provider.plan import Decision, NodePlan, make_plan
 from kairos.run import run
 
 log = logging.getLogger("kairos.provider")

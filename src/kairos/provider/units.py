@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kairos import safefs
-from kairos.provider.plan import UNIT_DIR, Component
+from kairos.provider.components import UNIT_DIR, Component
 from kairos.provider.render import UNIT_MARKER, unit_text
 from kairos.run import run
 
