@@ -51,7 +51,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kairos.errors import BadInput
@@ -421,51 +421,7 @@ def _bool_value(value: str, name: str, where: str) -> bool:
 
 def parse_k3s_args(args: Sequence[str], role: str, where: str = "k3s.args") -> Options:
     """The Options a k3s (role server) or k3s-agent (role agent) argument list asks for."""
-    opts = Options()
-    words = _words(args, where)
-    i = 0
-    while i < len(words):
-        word, origin = words[i]
-        i += 1
-        if not word.startswith("-"):
-            raise BadInput(f"{origin}: unexpected argument '{word}'",
-                           "give flags only, such as --node-label=KEY=VALUE")
-        name, eq, value = word.partition("=")
-        if not name.startswith("--"):
-            name = K3S_SHORT.get(name, name)
-        if name in UNSUPPORTED:
-            raise BadInput(f"{origin}: the k3s flag {name} is not supported by this provider: "
-                           f"{UNSUPPORTED[name]}", HINT)
-        if name in COMPONENT_ARGS:
-            component = COMPONENT_ARGS[name]
-            if not eq:
-                if i >= len(words):
-                    raise BadInput(f"{origin}: {name} needs a value", HINT)
-                value, i = words[i][0], i + 1
-            if role == "agent" and component in SERVER_COMPONENTS:
-                raise BadInput(f"{origin}: {name} is a server flag; an agent runs no "
-                               f"{component}", "move it to the k3s block of the server")
-            opts.add_extra(component, [component_flag(value, origin)])
-            continue
-        flag = K3S_FLAGS.get(name)
-        if flag is None:
-            raise BadInput(f"{origin}: unknown k3s flag {name}", HINT)
-        if flag.server_only and role != "server":
-            raise BadInput(f"{origin}: {name} is a k3s server flag; an agent does not take it",
-                           "move it to the k3s block of the server")
-        if name == "--server" and role == "server":
-            raise BadInput(f"{origin}: --server on a server joins another server: more than "
-                           "one server (HA) is not supported yet",
-                           "run one server (k3s) and join the others as agents (k3s-agent)")
-        if flag.takes_value:
-            if not eq:
-                if i >= len(words):
-                    raise BadInput(f"{origin}: {name} needs a value", HINT)
-                value, i = words[i][0], i + 1
-        elif eq and not _bool_value(value, name, origin):
-            continue  # --flag=false: the default
-        flag.handler(opts, value, origin)
-    return opts
+    return _parse(args, role, where, K3S)
 
 
 # -- the k0s parser ----------------------------------------------------------------------
@@ -537,6 +493,30 @@ K0S_SHORT = {"-d": "--debug", "-v": "--verbose"}
 
 def parse_k0s_args(args: Sequence[str], role: str, where: str = "k0s.args") -> Options:
     """The Options a k0s controller (server) or k0s worker (agent) argument list asks for."""
+    return _parse(args, role, where, K0S)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One distribution's flags: the k3s and k0s argument lists parse the same way."""
+
+    name: str
+    flags: Mapping[str, Flag]
+    short: Mapping[str, str]
+    unsupported: Mapping[str, str]
+    server_only: str  # "{flag} is …": why an agent may not take a server-only flag
+    positional_hint: str
+    component_args: Mapping[str, str] = field(default_factory=dict)  # k3s's --kubelet-arg, …
+
+
+K3S = Dialect("k3s", K3S_FLAGS, K3S_SHORT, UNSUPPORTED,
+              "a k3s server flag; an agent does not take it",
+              "give flags only, such as --node-label=KEY=VALUE", COMPONENT_ARGS)
+K0S = Dialect("k0s", K0S_FLAGS, K0S_SHORT, K0S_UNSUPPORTED,
+              "a k0s controller flag; a worker does not take it", "give flags only")
+
+
+def _parse(args: Sequence[str], role: str, where: str, d: Dialect) -> Options:
     opts = Options()
     words = _words(args, where)
     i = 0
@@ -544,24 +524,39 @@ def parse_k0s_args(args: Sequence[str], role: str, where: str = "k0s.args") -> O
         word, origin = words[i]
         i += 1
         if not word.startswith("-"):
-            raise BadInput(f"{origin}: unexpected argument '{word}'", "give flags only")
+            raise BadInput(f"{origin}: unexpected argument '{word}'", d.positional_hint)
         name, eq, value = word.partition("=")
-        name = K0S_SHORT.get(name, name)
-        if name in K0S_UNSUPPORTED:
-            raise BadInput(f"{origin}: the k0s flag {name} is not supported by this provider: "
-                           f"{K0S_UNSUPPORTED[name]}", HINT)
-        flag = K0S_FLAGS.get(name)
+        name = d.short.get(name, name)
+        if name in d.unsupported:
+            raise BadInput(f"{origin}: the {d.name} flag {name} is not supported by this "
+                           f"provider: {d.unsupported[name]}", HINT)
+        if name in d.component_args:
+            component = d.component_args[name]
+            if not eq:
+                if i >= len(words):
+                    raise BadInput(f"{origin}: {name} needs a value", HINT)
+                value, i = words[i][0], i + 1
+            if role == "agent" and component in SERVER_COMPONENTS:
+                raise BadInput(f"{origin}: {name} is a server flag; an agent runs no "
+                               f"{component}", "move it to the k3s block of the server")
+            opts.add_extra(component, [component_flag(value, origin)])
+            continue
+        flag = d.flags.get(name)
         if flag is None:
-            raise BadInput(f"{origin}: unknown k0s flag {name}", HINT)
+            raise BadInput(f"{origin}: unknown {d.name} flag {name}", HINT)
         if flag.server_only and role != "server":
-            raise BadInput(f"{origin}: {name} is a k0s controller flag; a worker does not "
-                           "take it", "move it to the k0s block of the server")
+            raise BadInput(f"{origin}: {name} is {d.server_only}",
+                           f"move it to the {d.name} block of the server")
+        if name == "--server" and role == "server":
+            raise BadInput(f"{origin}: --server on a server joins another server: more than "
+                           "one server (HA) is not supported yet",
+                           "run one server (k3s) and join the others as agents (k3s-agent)")
         if flag.takes_value:
             if not eq:
                 if i >= len(words):
                     raise BadInput(f"{origin}: {name} needs a value", HINT)
                 value, i = words[i][0], i + 1
         elif eq and not _bool_value(value, name, origin):
-            continue
+            continue  # --flag=false: the default
         flag.handler(opts, value, origin)
     return opts
