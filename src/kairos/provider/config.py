@@ -123,17 +123,24 @@ def _source(sources: Mapping[str, str], key: str) -> str:
     return ""
 
 
+def _checked_map(raw: Any, key: str, example: str, allowed: set[str]
+                 ) -> Mapping[Any, Any]:
+    """`raw` as a map whose keys are all in `allowed`; BadInput naming the first other."""
+    if not isinstance(raw, Mapping):
+        raise BadInput(f"{key}: expected a map such as {example}, got "
+                       f"{type(raw).__name__}", HINT)
+    unknown = sorted(set(map(str, raw)) - allowed)
+    if unknown:
+        raise BadInput(f"{key}.{unknown[0]}: unknown key",
+                       f"{key} takes {', '.join(sorted(allowed))}")
+    return raw
+
+
 def parse_block(key: str, raw: Any, source: str = "") -> DistroBlock | None:
     """The block when it is enabled, None when it is absent or disabled."""
     if raw is None:
         return None
-    if not isinstance(raw, Mapping):
-        raise BadInput(f"{key}: expected a map such as {{enabled: true}}, got "
-                       f"{type(raw).__name__}", HINT)
-    unknown = sorted(set(map(str, raw)) - BLOCK_KEYS)
-    if unknown:
-        raise BadInput(f"{key}.{unknown[0]}: unknown key",
-                       f"{key} takes {', '.join(sorted(BLOCK_KEYS))}")
+    raw = _checked_map(raw, key, "{enabled: true}", BLOCK_KEYS)
     if not _bool(raw.get("enabled"), f"{key}.enabled"):
         return None
     registry = _bool(raw.get("embedded_registry"), f"{key}.embedded_registry")
@@ -149,13 +156,7 @@ def parse_block(key: str, raw: Any, source: str = "") -> DistroBlock | None:
 def parse_kubernetes(raw: Any) -> KubernetesKeys:
     if raw is None:
         return KubernetesKeys()
-    if not isinstance(raw, Mapping):
-        raise BadInput(f"kubernetes: expected a map such as {{token: ..., server: ...}}, got "
-                       f"{type(raw).__name__}", HINT)
-    unknown = sorted(set(map(str, raw)) - KUBERNETES_KEYS)
-    if unknown:
-        raise BadInput(f"kubernetes.{unknown[0]}: unknown key",
-                       f"kubernetes takes {', '.join(sorted(KUBERNETES_KEYS))}")
+    raw = _checked_map(raw, "kubernetes", "{token: ..., server: ...}", KUBERNETES_KEYS)
     values = {k: "" if raw.get(k) is None else _scalar(raw.get(k), f"kubernetes.{k}")
               for k in KUBERNETES_KEYS}
     return KubernetesKeys(token=values["token"].strip(), server=values["server"].strip(),
