@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 # Exit codes: 2 is bad input (the user can fix it), 1 is a failure of the system or a tool.
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -19,6 +21,12 @@ class KairosError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def report(self, prefix: str) -> None:
+        """Write the error as people see it: `PREFIX: MESSAGE`, then the hint's line."""
+        sys.stderr.write(f"{prefix}: {self.message}\n")
+        if self.hint:
+            sys.stderr.write(f"  hint: {self.hint}\n")
 
 
 class BadInput(KairosError):

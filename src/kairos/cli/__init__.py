@@ -104,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KairosError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"kairos: error: {exc.message}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+        exc.report("kairos: error")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("kairos: interrupted\n")

@@ -531,9 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KairosError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"build-kubernetes: error: {exc.message}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+        exc.report("build-kubernetes: error")
         return exc.exit_code
     if args.json:
         print(json.dumps({"dir": str(parts.dir), **asdict(parts.manifest)}, indent=2))

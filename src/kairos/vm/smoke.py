@@ -4,7 +4,6 @@ log in over SSH, print `kairos state`, power off. Exit 0 only if all of that wor
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from kairos.errors import KairosError
@@ -32,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print(vm.ssh("kairos state").stdout, flush=True)
             vm.poweroff(timeout=120)
     except KairosError as exc:
-        sys.stderr.write(f"smoke: {exc.message}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+        exc.report("smoke")
         return 1
     print("the VM booted, answered over SSH and powered off cleanly")
     return 0
